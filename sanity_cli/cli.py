@@ -1,0 +1,177 @@
+"""`sanity` command line: `sanity run|train [hydra overrides]`.
+
+Hydra does the composing, sweeping (-m) and run directories; this front end adds the commands, a help
+page listing the config groups, and turns every bad input into one error line with exit code 2
+(130 on Ctrl-C). `--debug` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from .errors import SanityError
+
+COMMANDS = {
+    "run": "run a sanity check (model or data randomization) and write tables, grids and plots",
+    "train": "train (or load from the cache) one model: labels=true|permuted",
+}
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                          "--config-dir", "-cd", "--experimental-rerun"}
+MAX_PRECHECKED_JOBS = 256
+
+
+def config_dir() -> Path:
+    """configs/ installed inside the package (wheel), else the source checkout's top-level configs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "sanity.yaml").exists():
+            return candidate
+    raise SanityError(f"cannot find the sanity configs beside {here}; reinstall with pip install sanity-cli")
+
+
+def group_choices() -> dict[str, list[str]]:
+    root = config_dir()
+    return {group.name: sorted(p.stem for p in group.glob("*.yaml"))
+            for group in sorted(root.iterdir()) if group.is_dir() and any(group.glob("*.yaml"))}
+
+
+def help_text() -> str:
+    lines = ["usage: sanity COMMAND [hydra overrides] [-m] [--cfg job] [--debug]", "",
+             "Sanity checks for saliency maps (Adebayo et al., NeurIPS 2018).", "", "commands:"]
+    lines += [f"  {name:8s} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "config groups (pick one with GROUP=CHOICE; method and metric take lists: 'method=[a,b]'):"]
+    lines += [f"  {group:12s} {', '.join(choices)}" for group, choices in group_choices().items()]
+    lines += ["", "examples:",
+              "  sanity run                                   # MNIST CNN, cascading, smoke budget",
+              "  sanity run model=mnist_cnn data=fashion_mnist test=cascading budget=smoke",
+              "  sanity run test=data 'method=[gradient,guided_backprop]'",
+              "  sanity run -m model=mnist_cnn,mnist_mlp test=cascading,independent",
+              "  sanity train model=mnist_mlp labels=permuted",
+              "  sanity run --cfg job                         # print the composed config",
+              "", f"configs: {config_dir()}"]
+    return "\n".join(lines)
+
+
+def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    print(f"sanity: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def split_args(args: list[str]) -> tuple[list[str], bool]:
+    """(overrides, multirun) from the arguments Hydra will see."""
+    overrides, multirun, skip = [], False, False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in HYDRA_FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun
+
+
+def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every job's override list (one job without -m)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not multirun:
+        return [overrides]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    options = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            options.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            options.append([override.input_line])
+    return [list(job) for job in itertools.islice(itertools.product(*options), MAX_PRECHECKED_JOBS)]
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def precheck(overrides: list[str], multirun: bool) -> None:
+    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from . import config as config_checks
+
+    try:
+        jobs = expand_sweeps(overrides, multirun)
+        for job in jobs:
+            job = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+                cfg = compose(config_name="sanity", overrides=job)
+            OmegaConf.resolve(cfg)
+            config_checks.validate(cfg)
+    except SanityError:
+        raise
+    except Exception as err:  # Hydra / OmegaConf composition errors
+        raise SanityError(f"{one_line(err)} (see 'sanity --help' for the config groups)") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["SANITY_DEBUG"] = "1"
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return 0
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)} (see 'sanity --help')")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1" if debug else "0")
+    informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")
+                        for a in args)
+    if not informational:
+        try:
+            precheck(*split_args(args))
+        except SanityError as err:
+            if debug:
+                raise
+            fail(str(err))
+    return _hydra_main(command, args, debug)
+
+
+def _hydra_main(command: str, args: list[str], debug: bool) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    def task(cfg) -> None:
+        from . import pipeline
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            getattr(pipeline, command)(cfg, run_dir)
+        except SanityError as err:
+            if debug:
+                raise
+            fail(str(err))
+        except KeyboardInterrupt:
+            print(f"sanity: interrupted; finished results in {run_dir} are kept, nothing half-written",
+                  file=sys.stderr)
+            sys.exit(130)
+
+    sys.argv = [f"sanity {command}"] + args
+    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sanity")(task)
+    entry()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

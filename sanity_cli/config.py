@@ -1,0 +1,111 @@
+"""Checks on the composed config, done before any work starts: a bad value is one clear error line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import methods
+from .errors import SanityError
+from .metrics import METRIC_NAMES
+from .training import TrainSettings, normalize_labels_mode
+
+TESTS = ("cascading", "independent", "data")
+TARGETS = ("predicted", "label")
+
+
+@dataclass
+class MethodRun:
+    """One configured method: its output name (e.g. smoothgrad_gradient), registry kind and parameters."""
+
+    name: str
+    kind: str
+    params: dict
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SanityError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def train_settings(cfg: DictConfig) -> TrainSettings:
+    t = cfg.train
+    try:
+        settings = TrainSettings(
+            epochs=int(t.epochs), batch_size=int(t.batch_size), learning_rate=float(t.learning_rate),
+            max_train_images=None if t.max_train_images is None else int(t.max_train_images),
+            permuted_target_accuracy=float(t.permuted.target_accuracy),
+            permuted_max_epochs=int(t.permuted.max_epochs))
+    except (TypeError, ValueError) as err:
+        raise SanityError(f"train settings must be numbers ({err})") from None
+    settings.validate()
+    return settings
+
+
+def method_runs(cfg: DictConfig) -> list[MethodRun]:
+    """Methods selected in cfg.method, in config order, with their parameters checked."""
+    runs = []
+    for key, node in (cfg.get("method") or {}).items():
+        params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        if not isinstance(params, dict) or "kind" not in params:
+            raise SanityError(f"method '{key}' has no 'kind'; pick methods with method=[NAME,...] "
+                              f"from configs/method/")
+        kind = params.pop("kind")
+        spec = methods.get(kind)
+        methods.check_params(key, spec, params)
+        for count in ("samples", "steps"):
+            if count in params:
+                _positive_int(params[count], f"method.{key}.{count}")
+        if "steps" in params.get("base_params", {}):
+            _positive_int(params["base_params"]["steps"], f"method.{key}.base_params.steps")
+        if "sigma" in params and not (isinstance(params["sigma"], (int, float)) and params["sigma"] > 0):
+            raise SanityError(f"method.{key}.sigma must be > 0, got {params['sigma']!r}")
+        if "base" in params:
+            base = methods.REGISTRY.get(params["base"])
+            if base is None or not base.gradient_based:
+                valid = ", ".join(sorted(k for k, s in methods.REGISTRY.items() if s.gradient_based))
+                raise SanityError(f"method.{key}.base '{params['base']}' is not a gradient-based method; "
+                                  f"choose from {valid}")
+        name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
+        runs.append(MethodRun(name, kind, params))
+    if not runs:
+        raise SanityError("no method selected; e.g. method=[gradient,guided_backprop]")
+    return runs
+
+
+def metric_params(cfg: DictConfig) -> dict[str, dict]:
+    chosen = {}
+    for name, node in (cfg.get("metric") or {}).items():
+        if name not in METRIC_NAMES:
+            raise SanityError(f"unknown metric '{name}'; choose from {', '.join(METRIC_NAMES)}")
+        params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        chosen[name] = {k: v for k, v in (params or {}).items() if v is not None}
+    if not chosen:
+        raise SanityError("no metric selected; e.g. metric=[spearman_abs,ssim]")
+    return chosen
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no data or model."""
+    if cfg.test.name not in TESTS:
+        raise SanityError(f"unknown test '{cfg.test.name}'; choose from {', '.join(TESTS)}")
+    _positive_int(cfg.n_images, "n_images")
+    _positive_int(cfg.batch_size, "batch_size")
+    _positive_int(cfg.grid_images, "grid_images")
+    _positive_int(cfg.test.get("repeats", 1), "test.repeats")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise SanityError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if cfg.target not in TARGETS:
+        raise SanityError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
+    threshold = cfg.verdict.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
+        raise SanityError(f"verdict.threshold must be a number in [-1, 1], got {threshold!r}")
+    if cfg.verdict.metric not in cfg.metric:
+        raise SanityError(f"verdict.metric '{cfg.verdict.metric}' is not among the selected metrics "
+                          f"({', '.join(cfg.metric)}); add it to metric=[...]")
+    normalize_labels_mode(cfg.labels)
+    train_settings(cfg)
+    method_runs(cfg)
+    metric_params(cfg)

@@ -1,0 +1,65 @@
+"""What makes a run reproducible: resolved config, versions, data provenance, seeds, git commit, timings."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGES = ("sanity-cli", "tensorflow", "keras", "tensorflow-datasets", "hydra-core", "omegaconf", "numpy",
+            "scipy", "scikit-image", "pandas", "matplotlib")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def device_summary() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return ", ".join(gpu.name for gpu in gpus)
+    return "CPU (TensorFlow sees no GPU)"
+
+
+def build_manifest(cfg: DictConfig, *, dataset, models, phases, started, extra=None) -> dict:
+    return {
+        "command": sys.argv,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "device": device_summary(),
+        "host": platform.node(),
+        "data_provenance": dataset.provenance,
+        "models": models,
+        "phase_seconds": phases,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_seconds": round(time.time() - started, 2),
+        **(extra or {}),
+    }

@@ -1,0 +1,40 @@
+"""Saliency methods behind one registry keyed by the config's `kind` (see configs/method/)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SanityError
+from . import controls, gradcam, gradient, guided_backprop, integrated_gradients, smoothgrad  # noqa: F401 (register)
+from .registry import REGISTRY, MethodSpec, get
+
+
+def check_params(name: str, spec: MethodSpec, params: dict) -> None:
+    unknown = sorted(set(params) - set(spec.parameters()))
+    if unknown:
+        raise SanityError(f"method '{name}' has no parameter {', '.join(unknown)}; "
+                          f"valid: {', '.join(spec.parameters()) or 'none'}")
+
+
+def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: dict | None = None,
+            batch_size: int = 256, seed=0, name: str | None = None) -> np.ndarray:
+    """Attribution maps (N,H,W,C) float32 of `images` for `targets` with the registered method `kind`."""
+    spec = get(kind)
+    params = dict(params or {})
+    check_params(name or kind, spec, params)
+    images = np.asarray(images, np.float32)
+    targets = np.asarray(targets, np.int32)
+    if images.ndim != 4:
+        raise SanityError(f"images must have shape (N, height, width, channels), got {images.shape}")
+    if len(targets) != len(images):
+        raise SanityError(f"got {len(images)} images but {len(targets)} target classes")
+    if spec.needs_model:
+        expected = tuple(model.input_shape[1:])
+        if tuple(images.shape[1:]) != expected:
+            raise SanityError(f"images have shape {tuple(images.shape[1:])} but {model.name} expects "
+                              f"{expected}; resize the inputs or pick the matching model")
+    maps = spec.fn(model, images, targets, batch_size=batch_size, seed=seed, **params)
+    return np.asarray(maps, np.float32)
+
+
+__all__ = ["REGISTRY", "MethodSpec", "explain", "get", "check_params"]

@@ -1,0 +1,194 @@
+"""One batched gradient call per chunk, inside a tf.function traced once per model, input shape and mode.
+
+All methods are built on `GradientEngine.gradients`: d f_c / d x for a batch of inputs, where f_c is the
+target class's pre-softmax logit (output='logit', the paper's choice) or its softmax probability.
+Weights are read from the model's variables at call time, so in-place randomization never retraces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ..errors import SanityError
+
+OUTPUTS = ("logit", "probability")
+
+
+@tf.custom_gradient
+def guided_relu(x):
+    """ReLU whose backward pass keeps only positive gradients where the forward input was positive."""
+    y = tf.nn.relu(x)
+
+    def grad(upstream):
+        return upstream * tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
+
+    return y, grad
+
+
+def _is_relu(fn) -> bool:
+    return fn is keras.activations.relu or getattr(fn, "__name__", "") == "relu"
+
+
+@contextlib.contextmanager
+def guided_relus(model: keras.Model):
+    """Temporarily swap every ReLU of `model` for `guided_relu`: ReLU activations inside layers
+    (Dense/Conv `activation='relu'`, `Activation('relu')`) and `ReLU` layers. Used only while a
+    tf.function traces, so the guided graph shares the model's variables."""
+    swapped: list[tuple[object, str, object]] = []
+    try:
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.ReLU):
+                if layer.negative_slope or layer.max_value is not None or layer.threshold:
+                    raise SanityError(f"guided_backprop: layer '{layer.name}' is a leaky/capped ReLU; "
+                                      "guided backprop is defined for plain ReLUs only")
+                swapped.append((layer, "call", layer.__dict__.get("call")))
+                object.__setattr__(layer, "call", lambda inputs, *a, **k: guided_relu(inputs))
+            elif _is_relu(getattr(layer, "activation", None)):
+                swapped.append((layer, "activation", layer.activation))
+                object.__setattr__(layer, "activation", guided_relu)
+        yield
+    finally:
+        for layer, attr, old in reversed(swapped):
+            if attr == "call" and old is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, attr, old)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        yield layer
+
+
+def _select(outputs, targets, output: str):
+    if output == "probability":
+        outputs = tf.nn.softmax(outputs, axis=-1)
+    return tf.gather(outputs, targets, axis=1, batch_dims=1)
+
+
+class GradientEngine:
+    """Batched gradients of one model. Get it with `engine_for(model)`."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._functions: dict[tuple, Callable] = {}
+        self._cam_models: dict[str, keras.Model] = {}
+
+    def _function(self, output: str, guided: bool) -> Callable:
+        if output not in OUTPUTS:
+            raise SanityError(f"output must be one of {', '.join(OUTPUTS)}, got '{output}'")
+        key = ("grad", output, guided)
+        if key not in self._functions:
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def grad_fn(x, targets):
+                with guided_relus(model) if guided else contextlib.nullcontext():
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        score = _select(model(x, training=False), targets, output)
+                    return tape.gradient(score, x)
+
+            self._functions[key] = grad_fn
+        return self._functions[key]
+
+    def gradients(self, x: np.ndarray, targets: np.ndarray, *, output: str = "logit", guided: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+        """d f_c / d x for every row of x, in chunks of `batch_size` through one traced function."""
+        fn = self._function(output, guided)
+        return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        key = ("logits",)
+        if key not in self._functions:
+            model = self.model
+            self._functions[key] = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
+        fn = self._functions[key]
+        return _chunked(lambda xs, _: fn(tf.constant(xs)).numpy(), x, np.zeros(len(x), np.int32), batch_size)
+
+    def conv_layer_names(self) -> list[str]:
+        """Layers with a 4-D (batch, height, width, channels) output: valid GradCAM layers."""
+        return [layer.name for layer in self.model.layers
+                if not isinstance(layer, keras.layers.InputLayer) and len(getattr(layer, "output", None).shape
+                                                                          if hasattr(layer, "output") else ()) == 4]
+
+    def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit",
+                batch_size: int = 256) -> np.ndarray:
+        """Grad-CAM maps (N,H,W): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c/d A^k_ij, bilinear upsampling."""
+        valid = self.conv_layer_names()
+        if layer not in valid:
+            raise SanityError(f"gradcam: layer '{layer}' is not a conv layer of {self.model.name}; "
+                              f"valid layers: {', '.join(valid) or 'none (the model has no conv layer)'}")
+        key = ("gradcam", layer, output)
+        if key not in self._functions:
+            cam_model = keras.Model(self.model.inputs, [self.model.get_layer(layer).output, self.model.outputs[0]])
+            height, width = self.model.input_shape[1:3]
+
+            @tf.function(reduce_retracing=True)
+            def cam_fn(x, targets):
+                with tf.GradientTape() as tape:
+                    activations, outputs = cam_model(x, training=False)
+                    score = _select(outputs, targets, output)
+                grads = tape.gradient(score, activations)
+                alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+                cam = tf.nn.relu(tf.reduce_sum(alpha * activations, axis=-1, keepdims=True))
+                return tf.image.resize(cam, (height, width), method="bilinear")[..., 0]
+
+            self._cam_models[layer] = cam_model
+            self._functions[key] = cam_fn
+        fn = self._functions[key]
+        return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+
+
+def _chunked(call, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
+    if batch_size < 1:
+        raise SanityError(f"batch_size must be >= 1, got {batch_size}")
+    x = np.asarray(x, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int32)
+    parts = [call(x[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+
+_ENGINES: "weakref.WeakKeyDictionary[keras.Model, GradientEngine]" = weakref.WeakKeyDictionary()
+
+
+def engine_for(model: keras.Model) -> GradientEngine:
+    """The model's engine (its traced functions are reused across calls, stages and methods)."""
+    if model not in _ENGINES:
+        _ENGINES[model] = GradientEngine(model)
+    return _ENGINES[model]
+
+
+def accumulate_over_points(grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                           make_points: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                           n_images: int, n_points: int, batch_size: int,
+                           weights: np.ndarray | None = None, second_moment: bool = False):
+    """sum_p w_p g(image i, point p) (and sum_p w_p g^2 when second_moment) for every image i.
+
+    The n_images x n_points (image, point) pairs are enumerated image-major and sent through
+    `grad_fn(inputs, image_indices)` in chunks of `batch_size`, so memory stays bounded for any
+    number of points and the result does not depend on batch_size.
+    """
+    weights = np.full(n_points, 1.0 / n_points) if weights is None else np.asarray(weights, np.float64)
+    total = n_images * n_points
+    first = second = None
+    for start in range(0, total, batch_size):
+        pair = np.arange(start, min(total, start + batch_size))
+        images, points = pair // n_points, pair % n_points
+        grads = grad_fn(make_points(images, points), images).astype(np.float64)
+        if first is None:
+            first = np.zeros((n_images,) + grads.shape[1:])
+            second = np.zeros_like(first) if second_moment else None
+        w = weights[points].reshape((-1,) + (1,) * (grads.ndim - 1))
+        np.add.at(first, images, w * grads)
+        if second_moment:
+            np.add.at(second, images, w * grads * grads)
+    return first, second

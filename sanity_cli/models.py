@@ -1,0 +1,70 @@
+"""Model architectures and their randomization blocks.
+
+The MNIST / Fashion-MNIST CNN and MLP follow the paper's released code
+(adebayoj/sanity_checks_saliency, MNIST experiments):
+  CNN = conv 5x5x32 + ReLU + 2x2 max-pool, conv 5x5x64 + ReLU + 2x2 max-pool, dense 1024 + ReLU, dense 10 logits;
+  MLP = dense 2500, 1500, 500 (ReLU) and dense 10 logits.
+Both output pre-softmax logits and take inputs scaled to [0, 1].
+
+A model's randomization blocks are listed from the output down (paper Sec. 3.1: "cascading randomization
+from the top layer"): each block names the Keras layers whose variables it re-initialises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from .errors import SanityError
+
+ARCHITECTURE_VERSION = 1  # bump when an architecture changes: it is part of the model-cache key
+
+
+@dataclass(frozen=True)
+class Block:
+    """One randomization block: a display name (the paper's naming) and the Keras layers it covers."""
+
+    name: str
+    layers: tuple[str, ...]
+
+
+def mnist_cnn(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(1024, activation="relu", name="fc1")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
+def mnist_mlp(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(2500, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(1500, activation="relu", name="fc2")(x)
+    x = keras.layers.Dense(500, activation="relu", name="fc3")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="mnist_mlp")
+
+
+ARCHITECTURES = {"mnist_cnn": mnist_cnn, "mnist_mlp": mnist_mlp}
+
+
+def build(name: str) -> keras.Model:
+    if name not in ARCHITECTURES:
+        raise SanityError(f"unknown model '{name}'; choose from {', '.join(sorted(ARCHITECTURES))} (model=NAME)")
+    return ARCHITECTURES[name]()
+
+
+def layer_blocks(model: keras.Model) -> list[Block]:
+    """Default blocks: every layer that owns variables is its own block, output layer first."""
+    return [Block(layer.name, (layer.name,)) for layer in reversed(model.layers) if layer.weights]
+
+
+def randomization_blocks(model: keras.Model) -> list[Block]:
+    """The model's ordered randomization blocks, from the logits down."""
+    return layer_blocks(model)

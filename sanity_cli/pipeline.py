@@ -1,0 +1,302 @@
+"""The run, top to bottom: data -> model (train or load) -> explain -> randomize -> compare -> write.
+
+Paper: Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, Sec. 3 (model randomization,
+cascading and independent) and Sec. 4 (data randomization).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from . import config as config_checks
+from . import data as data_sources
+from . import methods, metrics, models, randomize, report, training
+from .errors import SanityError
+from .io import atomic_path
+from .manifest import build_manifest, device_summary
+from .io import write_json
+
+log = logging.getLogger("sanity").info
+
+
+@dataclass
+class Stage:
+    """One column of the experiment: stage 0 is the reference (trained / true-label model)."""
+
+    index: int
+    block: str                                     # the paper's name of what was randomized at this stage
+    blocks: list = field(default_factory=list)     # blocks to re-initialise on top of the previous stage
+    restore_first: bool = False                    # independent test: back to trained weights first
+
+
+class Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+# ---------------------------------------------------------------- data
+
+def load_data(cfg: DictConfig) -> data_sources.Dataset:
+    return data_sources.load_dataset(cfg.data.name, cfg.data.source, path=cfg.data.path,
+                                     data_dir=cfg.data.data_dir, log=log)
+
+
+def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np.ndarray:
+    """Indices of the explained test images: a seeded sample without replacement, in ascending order."""
+    if n_images > len(dataset.x_test):
+        raise SanityError(f"n_images={n_images} but the test split has only {len(dataset.x_test)} images; "
+                          f"lower n_images")
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(len(dataset.x_test), size=n_images, replace=False))
+
+
+# ---------------------------------------------------------------- model
+
+def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
+    return training.load_or_train(cfg.model.name, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
+                                  cache_dir=cfg.cache_dir, log=log)
+
+
+# ---------------------------------------------------------------- explain
+
+def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
+    """The configured methods, with GradCAM's layer filled from the model config; GradCAM-family methods
+    are skipped (with a log line) on a model that has no conv layer."""
+    runs = []
+    for run in config_checks.method_runs(cfg):
+        spec = methods.get(run.kind)
+        if spec.needs_conv_layer and not run.params.get("layer"):
+            if not cfg.model.get("gradcam_layer"):
+                log(f"method: {run.name} skipped: {cfg.model.name} has no conv layer")
+                continue
+            run.params["layer"] = cfg.model.gradcam_layer
+        runs.append(run)
+    return runs
+
+
+def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int) -> dict[str, np.ndarray]:
+    maps = {}
+    for run in tqdm(runs, desc="  methods", leave=False, disable=None):
+        seed = [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed
+        maps[run.name] = methods.explain(model, images, targets, run.kind, run.params,
+                                         batch_size=cfg.batch_size, seed=seed, name=run.name)
+    return maps
+
+
+def choose_targets(cfg: DictConfig, model, images, labels) -> np.ndarray:
+    """The class explained at every stage: the trained model's top-1 prediction (as in the paper) or the label."""
+    if cfg.target == "label":
+        return labels.astype(np.int32)
+    logits = methods.engine.engine_for(model).predict_logits(images, batch_size=cfg.batch_size)
+    return logits.argmax(axis=1).astype(np.int32)
+
+
+# ---------------------------------------------------------------- randomize
+
+def plan_stages(test: str, blocks: list[models.Block]) -> list[Stage]:
+    """cascading: stage k randomizes blocks 1..k (one more block per stage, from the logits down);
+    independent: stage k randomizes block k alone."""
+    stages = [Stage(0, "trained")]
+    for k, block in enumerate(blocks, start=1):
+        stages.append(Stage(k, block.name, [block], restore_first=(test == "independent")))
+    return stages
+
+
+def randomize_stage(model, stage: Stage, blocks: list[models.Block], trained_weights, cfg: DictConfig,
+                    repeat: int) -> None:
+    if stage.restore_first:
+        randomize.restore(model, trained_weights)
+    for block in stage.blocks:
+        randomize.randomize_block(model, block, seed=randomize.derive_seed(cfg.seed, repeat, blocks.index(block)),
+                                  init=cfg.test.init, init_std=cfg.test.init_std,
+                                  reset_bn_statistics=cfg.test.reset_bn_statistics)
+
+
+# ---------------------------------------------------------------- compare
+
+class Comparison:
+    """Collects metric rows and the normalised maps shown in the grids."""
+
+    def __init__(self, cfg: DictConfig, reference: dict[str, np.ndarray], image_ids: np.ndarray,
+                 grid_images: int):
+        self.cfg = cfg
+        self.reference = reference
+        self.metric_params = config_checks.metric_params(cfg)
+        self.image_ids = image_ids
+        self.grid_images = grid_images
+        self.frames: list[pd.DataFrame] = []
+        self.grid_abs: dict[str, list[np.ndarray]] = {name: [] for name in reference}
+        self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in reference}
+        self.stage_labels: list[str] = []
+
+    def add(self, stage: Stage, repeat: int, maps: dict[str, np.ndarray]) -> None:
+        for name, explained in maps.items():
+            for metric, params in self.metric_params.items():
+                values, undefined = metrics.compare(self.reference[name], explained, metric, **params)
+                self.frames.append(pd.DataFrame({
+                    "model": self.cfg.model.name, "test": self.cfg.test.name, "stage": stage.index,
+                    "block": stage.block, "method": name, "metric": metric, "image": self.image_ids,
+                    "repeat": repeat, "value": values, "undefined": undefined}))
+            if repeat == 0:
+                shown = explained[: self.grid_images]
+                self.grid_abs[name].append(metrics.normalize_absolute(shown))
+                self.grid_div[name].append(metrics.normalize_diverging(shown))
+        if repeat == 0:
+            self.stage_labels.append(stage.block)
+
+    def table(self) -> pd.DataFrame:
+        return pd.concat(self.frames, ignore_index=True)[report.METRIC_COLUMNS]
+
+    def grids(self, mode: str) -> dict[str, np.ndarray]:
+        source = self.grid_abs if mode == "absolute" else self.grid_div
+        return {name: np.stack(stages, axis=1) for name, stages in source.items()}
+
+
+def run_model_randomization(cfg, trained, runs, images, targets, image_ids) -> Comparison:
+    model = trained.model
+    blocks = models.randomization_blocks(model)
+    stages = plan_stages(cfg.test.name, blocks)
+    trained_weights = randomize.snapshot(model)
+    reference = explain_all(model, runs, images, targets, cfg, stage=0, repeat=0)
+    comparison = Comparison(cfg, reference, image_ids, cfg.grid_images)
+    comparison.add(stages[0], 0, reference)
+    try:
+        for repeat in range(cfg.test.repeats):
+            randomize.restore(model, trained_weights)
+            for stage in tqdm(stages[1:], desc=f"stages (repeat {repeat})", disable=None):
+                randomize_stage(model, stage, blocks, trained_weights, cfg, repeat)
+                comparison.add(stage, repeat, explain_all(model, runs, images, targets, cfg, stage.index, repeat))
+    finally:
+        randomize.restore(model, trained_weights)
+    return comparison
+
+
+def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids) -> Comparison:
+    """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models."""
+    reference = explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0)
+    comparison = Comparison(cfg, reference, image_ids, cfg.grid_images)
+    comparison.add(Stage(0, "true_labels"), 0, reference)
+    comparison.add(Stage(1, "permuted_labels"), 0,
+                   explain_all(permuted.model, runs, images, targets, cfg, stage=1, repeat=0))
+    return comparison
+
+
+# ---------------------------------------------------------------- write
+
+def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_images, captions) -> pd.DataFrame:
+    from . import plots
+
+    table = comparison.table()
+    summary = report.summarize(table)
+    controls = {run.name for run in runs if not methods.get(run.kind).needs_model}
+    verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, cfg.verdict.threshold, controls)
+    for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("verdict.csv", verdict)):
+        with atomic_path(run_dir / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.8g")
+    if cfg.plots:
+        title = f"{cfg.model.name} on {cfg.data.name}: {cfg.test.name} randomization"
+        shown = display_images[: cfg.grid_images]
+        for mode in ("absolute", "diverging"):
+            plots.saliency_grid(run_dir / f"grid_{mode}.png", shown, comparison.grids(mode),
+                                comparison.stage_labels, mode, input_captions=captions[: cfg.grid_images],
+                                title=f"{title} ({mode} maps)")
+        chosen_metrics = list(comparison.metric_params)
+        if cfg.test.name == "data":
+            plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen_metrics,
+                                 title=title)
+        else:
+            plots.similarity_curves(run_dir / "similarity.png", summary, chosen_metrics, title=title)
+    return verdict
+
+
+def model_rows(cfg, *trained_models) -> pd.DataFrame:
+    return pd.DataFrame([{"model": cfg.model.name, "labels": t.labels, "cache_key": t.key, **t.info}
+                         for t in trained_models])
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    if (run_dir / "manifest.json").exists():
+        raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SanityError(f"cannot write to the run directory {run_dir} ({err.strerror}); "
+                          f"pass a writable hydra.run.dir=DIR") from None
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Path:
+    """`sanity run`: one randomization test, all outputs written to run_dir."""
+    timer, started = Timer(), time.time()
+    config_checks.validate(cfg)
+    prepare_run_dir(run_dir)
+    log(f"device: {device_summary()}")
+    with timer.phase("data"):
+        dataset = load_data(cfg)
+        image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
+        images, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
+    with timer.phase("model"):
+        trained = load_model(cfg, dataset, "true")
+        permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
+    runs = applicable_methods(cfg, trained.model)
+    targets = choose_targets(cfg, trained.model, images, labels)
+    log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
+        f"metrics {', '.join(cfg.metric)}")
+    with timer.phase("explain_randomize_compare"):
+        if cfg.test.name == "data":
+            comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids)
+        else:
+            comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids)
+    with timer.phase("write"):
+        captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
+        verdict = write_outputs(run_dir, cfg, comparison, runs, images, captions)
+        models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
+        with atomic_path(run_dir / "models.csv") as tmp:
+            models_table.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(run_dir / "manifest.json", build_manifest(
+        cfg, dataset=dataset, models=models_table.to_dict(orient="records"), phases=timer.seconds,
+        started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist()}))
+    print(f"\nVerdict ({cfg.verdict.metric}; FAIL = maps still similar after randomization, "
+          f"threshold {cfg.verdict.threshold}):")
+    print(report.format_verdict(verdict))
+    if permuted is not None:
+        print(f"\nmodels: true-label test accuracy {trained.info['test_accuracy']:.3f}; permuted-label train "
+              f"accuracy {permuted.info['train_accuracy']:.3f} (memorisation target "
+              f"{cfg.train.permuted.target_accuracy})")
+    print(f"\nresults: {run_dir}")
+    return run_dir
+
+
+def train(cfg: DictConfig, run_dir: Path) -> training.TrainedModel:
+    """`sanity train`: train (or load from the cache) one model and report its accuracies."""
+    started = time.time()
+    config_checks.validate(cfg)
+    prepare_run_dir(run_dir)
+    dataset = load_data(cfg)
+    trained = load_model(cfg, dataset, training.normalize_labels_mode(cfg.labels))
+    models_table = model_rows(cfg, trained)
+    write_json(run_dir / "manifest.json", build_manifest(cfg, dataset=dataset,
+                                                         models=models_table.to_dict(orient="records"),
+                                                         phases={}, started=started))
+    print(f"{trained.labels}-label {cfg.model.name}: train accuracy {trained.info['train_accuracy']:.3f}, "
+          f"test accuracy {trained.info['test_accuracy']:.3f} (cache key {trained.key}, {trained.info['cache']})")
+    return trained

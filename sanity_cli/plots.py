@@ -1,0 +1,442 @@
+"""Figures in the style of Adebayo et al. (NeurIPS 2018): saliency grids, similarity curves, data-test bars.
+
+Everything is drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas, no pyplot, no global
+state) and every PNG is written through :func:`sanity_cli.io.atomic_path`, so a reader never sees a
+half-written file. Undefined values (NaN) are simply not drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .io import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["saliency_grid", "similarity_curves", "data_test_bars"]
+
+# Output size control -----------------------------------------------------------------------------
+MAX_DPI = 150
+MIN_DPI = 50
+PIXEL_BUDGET = 3_500_000  # pixels per figure before dpi is lowered
+MAX_BYTES = 5 * 1024 * 1024  # re-save at a lower dpi if the PNG comes out bigger than this
+
+# Approximate width of one character in inches at font size `pt` (average for DejaVu Sans).
+_CHAR_W = 0.58 / 72.0
+
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+_SUMMARY_REQUIRED = ("stage", "block", "method", "metric", "mean")
+
+
+# Helpers -----------------------------------------------------------------------------------------
+def _text_width(text: str, pt: float) -> float:
+    """Rough rendered width (inches) of the longest line of `text`."""
+    lines = str(text).splitlines() or [""]
+    return max(len(line) for line in lines) * pt * _CHAR_W
+
+
+def _wrap(text: str, width: int) -> str:
+    """Wrap `text` to lines of at most ~`width` characters, preferring breaks after ' ', '_' and '-'."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    tokens = [t for t in re.split(r"(?<=[ _\-])", text) if t]
+    lines: list[str] = []
+    line = ""
+    for tok in tokens:
+        if line and len(line) + len(tok.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        while len(tok) > width:  # a single token longer than a line: hard-break it
+            lines.append(tok[:width])
+            tok = tok[width:]
+        line += tok
+    if line.strip():
+        lines.append(line.rstrip())
+    return "\n".join(lines) or text
+
+
+def _choose_dpi(fig: Figure) -> int:
+    w, h = fig.get_size_inches()
+    dpi = math.sqrt(PIXEL_BUDGET / max(w * h, 1e-6))
+    return int(max(MIN_DPI, min(MAX_DPI, dpi)))
+
+
+def _save(fig: Figure, path: str | os.PathLike, dpi: int | None = None) -> None:
+    """Write `fig` as PNG atomically; lower the dpi until the file is below MAX_BYTES (or MIN_DPI)."""
+    dpi = dpi or _choose_dpi(fig)
+    with atomic_path(path) as tmp:
+        while True:
+            fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+            if os.path.getsize(tmp) <= MAX_BYTES or dpi <= MIN_DPI:
+                break
+            dpi = max(MIN_DPI, int(dpi * 0.8))
+
+
+def _method_colors(methods: list[str]) -> dict[str, tuple]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def _unique_in_order(values) -> list:
+    seen: dict = {}
+    for v in values:
+        if v not in seen:
+            seen[v] = None
+    return list(seen)
+
+
+def _validate_summary(summary, metrics: list[str], what: str):
+    import pandas as pd
+
+    if not isinstance(summary, pd.DataFrame):
+        raise ValueError(f"{what}: summary must be a pandas DataFrame, got {type(summary).__name__}")
+    missing = [c for c in _SUMMARY_REQUIRED if c not in summary.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: summary is missing column(s) {missing}; expected columns "
+            f"{list(_SUMMARY_REQUIRED) + ['ci_low', 'ci_high']} (have {list(summary.columns)})"
+        )
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError(f"{what}: metrics is empty; pass at least one metric name")
+    if len(summary) == 0:
+        raise ValueError(f"{what}: summary has no rows")
+    available = _unique_in_order(summary["metric"].astype(str))
+    absent = [m for m in metrics if m not in available]
+    if absent:
+        raise ValueError(f"{what}: metric(s) {absent} not in summary (available: {available})")
+    df = summary[summary["metric"].astype(str).isin(metrics)].copy()
+    df["metric"] = df["metric"].astype(str)
+    df["method"] = df["method"].astype(str)
+    df["block"] = df["block"].astype(str)
+    stage = pd.to_numeric(df["stage"], errors="coerce")
+    if stage.isna().any():
+        raise ValueError(f"{what}: column 'stage' must hold integers (found missing/non-numeric values)")
+    df["stage"] = stage.astype(int)
+    for col in ("mean", "ci_low", "ci_high"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        else:
+            df[col] = np.nan
+    return df, metrics
+
+
+def _panel_grid(n: int) -> tuple[int, int]:
+    """(rows, cols) for n panels: one row up to 3, 2x2 for 4, then rows of 3."""
+    if n <= 3:
+        return 1, n
+    if n == 4:
+        return 2, 2
+    return int(math.ceil(n / 3)), 3
+
+
+# Saliency grid -----------------------------------------------------------------------------------
+def saliency_grid(
+    path,
+    inputs: np.ndarray,
+    maps: dict[str, np.ndarray],
+    column_labels: list[str],
+    mode: str,
+    row_labels: dict[str, str] | None = None,
+    input_captions: list[str] | None = None,
+    title: str = "",
+) -> None:
+    """Paper-figure style grid (Fig. 2/3) of saliency maps, written as a PNG to `path`.
+
+    One block per input image. Within a block, rows are methods (keys of `maps`, in order) and
+    columns are the input image (first row of the block only, with its caption underneath) followed by
+    one column per stage in `column_labels`. Method names sit in a gutter between the input column
+    and the first stage column; stage labels are column titles above the first block.
+
+    inputs: (N, H, W, C) floats in [0, 1], C = 1 or 3 (an (N, H, W) array is read as grayscale).
+    maps[method]: (N, S, H, W) normalised maps, S = len(column_labels).
+    mode: 'absolute' (values in [0, 1], gray) or 'diverging' (values in [-1, 1], 'bwr').
+    """
+    # ---- validation
+    if mode not in ("absolute", "diverging"):
+        raise ValueError(f"saliency_grid: mode must be 'absolute' or 'diverging', got {mode!r}")
+    inputs = np.asarray(inputs, dtype=float)
+    if inputs.ndim == 3:
+        inputs = inputs[..., None]
+    if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"saliency_grid: inputs must have shape (N, H, W, C) with C in (1, 3), got {inputs.shape}"
+        )
+    n_img, height, width = inputs.shape[:3]
+    if n_img == 0:
+        raise ValueError("saliency_grid: inputs holds no images (N = 0)")
+    if not maps:
+        raise ValueError("saliency_grid: maps is empty; pass at least one method")
+    column_labels = [str(c) for c in column_labels]
+    n_stage = len(column_labels)
+    if n_stage == 0:
+        raise ValueError("saliency_grid: column_labels is empty; pass one label per stage")
+    methods = list(maps)
+    arrays: dict[str, np.ndarray] = {}
+    expected = (n_img, n_stage, height, width)
+    for m in methods:
+        a = np.asarray(maps[m], dtype=float)
+        if a.shape != expected:
+            raise ValueError(
+                f"saliency_grid: maps[{m!r}] has shape {a.shape}, expected (N, S, H, W) = {expected} "
+                f"(N images from inputs, S = len(column_labels) = {n_stage}, H, W from inputs)"
+            )
+        arrays[m] = a
+    if input_captions is not None:
+        input_captions = [str(c) for c in input_captions]
+        if len(input_captions) != n_img:
+            raise ValueError(
+                f"saliency_grid: got {len(input_captions)} input_captions for {n_img} images"
+            )
+    row_labels = dict(row_labels or {})
+    labels = [str(row_labels.get(m, m)) for m in methods]
+
+    if mode == "absolute":
+        cmap, vmin, vmax = "gray", 0.0, 1.0
+    else:
+        cmap, vmin, vmax = "bwr", -1.0, 1.0
+
+    # ---- layout (all in inches, then converted to figure fractions)
+    n_rows = len(methods)
+    n_cols = n_stage + 1
+    cell = float(np.clip(12.0 / n_cols, 0.9, 1.6))
+    pad = 0.04  # between cells
+    font = 9.0
+    small = 8.0
+
+    wrapped = [_wrap(lbl, 18) for lbl in labels]
+    gutter = max(0.6, max(_text_width(w, font) for w in wrapped) + 0.25)
+
+    col_titles = ["input"] + column_labels
+    longest = max(_text_width(c, font) for c in col_titles)
+    rotate = longest > cell - 0.05
+    col_title_h = (longest * math.sin(math.radians(45)) + 0.2) if rotate else 0.3
+    title_h = 0.5 if title else 0.0
+
+    caption_h = 0.0
+    wrapped_caps = None
+    if input_captions is not None:
+        chars = max(6, int(cell / (small * _CHAR_W)))
+        wrapped_caps = [_wrap(c, chars) for c in input_captions]
+        n_lines = max(c.count("\n") + 1 for c in wrapped_caps)
+        caption_h = 0.08 + n_lines * small * 1.3 / 72.0
+    block_gap = 0.25
+    if n_rows == 1:  # the caption has no empty cell below it: make room in the gap
+        block_gap = max(block_gap, caption_h + 0.1)
+    bottom = 0.1 + (caption_h if n_rows == 1 else 0.0)
+    left, right = 0.1, 0.15
+
+    step = cell + pad
+    fig_w = left + cell + gutter + n_stage * step + right
+    block_h = n_rows * step
+    fig_h = title_h + col_title_h + n_img * block_h + (n_img - 1) * block_gap + bottom
+
+    fig = Figure(figsize=(fig_w, fig_h))
+    fig.patch.set_facecolor("white")
+
+    def add_cell(x_in: float, y_top_in: float):
+        """Axes of size cell x cell whose top-left corner is at (x_in, y_top_in) from the top-left."""
+        ax = fig.add_axes(
+            (x_in / fig_w, 1.0 - (y_top_in + cell) / fig_h, cell / fig_w, cell / fig_h)
+        )
+        ax.set_axis_off()
+        return ax
+
+    x_input = left
+    x_stage0 = left + cell + gutter
+    y0 = title_h + col_title_h
+    for i in range(n_img):
+        y_block = y0 + i * (block_h + block_gap)
+        img = np.clip(np.nan_to_num(inputs[i], nan=0.0), 0.0, 1.0)
+        for r, m in enumerate(methods):
+            y = y_block + r * step
+            # input column: first row of the block only
+            if r == 0:
+                ax = add_cell(x_input, y)
+                if img.shape[-1] == 1:
+                    ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+                else:
+                    ax.imshow(img)
+                if wrapped_caps is not None:
+                    ax.text(0.5, -0.04, wrapped_caps[i], transform=ax.transAxes, ha="center",
+                            va="top", fontsize=small)
+                if i == 0:
+                    ax.set_title("input", fontsize=font, pad=3)
+            # method label, right-aligned against the first stage column
+            fig.text((x_stage0 - 0.08) / fig_w, 1.0 - (y + cell / 2) / fig_h, wrapped[r],
+                     ha="right", va="center", fontsize=font)
+            for s in range(n_stage):
+                ax = add_cell(x_stage0 + s * step, y)
+                ax.imshow(arrays[m][i, s], cmap=cmap, vmin=vmin, vmax=vmax)
+                if i == 0 and r == 0:
+                    if rotate:
+                        ax.text(0.3, 1.03, column_labels[s], transform=ax.transAxes, rotation=45,
+                                rotation_mode="anchor", ha="left", va="bottom", fontsize=font)
+                    else:
+                        ax.set_title(column_labels[s], fontsize=font, pad=3)
+    if title:
+        fig.text(0.5, 1.0 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12)
+    _save(fig, path)
+
+
+# Similarity curves -------------------------------------------------------------------------------
+def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: str = "") -> None:
+    """Paper Fig. 4 style: one panel per metric, mean similarity vs. randomization stage.
+
+    x = stages in ascending order (evenly spaced, tick labels = `block` names), y = mean, one line per
+    method (order of first appearance in `summary`) with a shaded band ci_low..ci_high. NaN means are
+    not drawn. y range [-1.05, 1.05] with a light line at 0; one shared legend below the panels.
+    """
+    df, metrics = _validate_summary(summary, metrics, "similarity_curves")
+    dup = df.duplicated(["metric", "method", "stage"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise ValueError(
+            "similarity_curves: summary has more than one row for "
+            f"(metric={r['metric']!r}, method={r['method']!r}, stage={r['stage']}); aggregate first"
+        )
+    stages = sorted(df["stage"].unique())
+    block_of = {}
+    for st, bl in zip(df["stage"], df["block"]):
+        block_of.setdefault(st, bl)
+    xticklabels = [block_of[s] for s in stages]
+    xpos = {s: k for k, s in enumerate(stages)}
+    methods = _unique_in_order(df["method"])
+    colors = _method_colors(methods)
+
+    n_st = len(stages)
+    longest = max(_text_width(t, 9) for t in xticklabels)
+    if n_st > 12:
+        rotation = 90
+    elif n_st > 4 or longest > 0.9:
+        rotation = 45
+    else:
+        rotation = 0
+
+    nrows, ncols = _panel_grid(len(metrics))
+    panel_w = max(4.0, 0.32 * n_st + 1.5)
+    panel_h = 3.4 + (longest * (1.0 if rotation == 90 else 0.7 if rotation else 0.0))
+    legend_rows = math.ceil(len(methods) / min(len(methods), 6))
+    fig_w = ncols * panel_w + 0.6
+    fig_h = nrows * panel_h + 0.35 * legend_rows + 0.5 + (0.4 if title else 0.0)
+    fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+
+    for k, metric in enumerate(metrics):
+        ax = axes[k // ncols][k % ncols]
+        sub = df[df["metric"] == metric]
+        ax.axhline(0.0, color="0.75", lw=0.8, zorder=0)
+        for j, m in enumerate(methods):
+            d = sub[sub["method"] == m].sort_values("stage")
+            if d.empty:
+                continue
+            x = np.array([xpos[s] for s in d["stage"]], dtype=float)
+            y = d["mean"].to_numpy(dtype=float)
+            lo = d["ci_low"].to_numpy(dtype=float)
+            hi = d["ci_high"].to_numpy(dtype=float)
+            ok_band = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+            if ok_band.any():
+                ax.fill_between(x, np.where(ok_band, lo, 0.0), np.where(ok_band, hi, 0.0),
+                                where=ok_band, color=colors[m], alpha=0.18, lw=0,
+                                interpolate=False)
+            if np.isfinite(y).any():
+                ax.plot(x, y, color=colors[m], marker=_MARKERS[j % len(_MARKERS)], ms=4, lw=1.5)
+        ax.set_title(str(metric), fontsize=11)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlim(-0.4, n_st - 0.6)
+        ax.set_xticks(range(n_st))
+        if rotation:
+            ax.set_xticklabels(xticklabels, rotation=rotation, ha="right" if rotation == 45 else "center",
+                               rotation_mode="anchor" if rotation == 45 else "default", fontsize=8)
+        else:
+            ax.set_xticklabels(xticklabels, fontsize=8)
+        ax.grid(axis="y", color="0.92", lw=0.6)
+        if k % ncols == 0:
+            ax.set_ylabel("mean similarity")
+        ax.tick_params(axis="y", labelleft=True)
+    for k in range(len(metrics), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+
+    handles = [Line2D([], [], color=colors[m], marker=_MARKERS[j % len(_MARKERS)], ms=4, lw=1.5)
+               for j, m in enumerate(methods)]
+    fig.legend(handles, methods, loc="outside lower center", ncol=min(len(methods), 6),
+               fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    _save(fig, path)
+
+
+# Data-randomization bars -------------------------------------------------------------------------
+def data_test_bars(path, summary: "pd.DataFrame", metrics: list[str], title: str = "") -> None:
+    """Paper Fig. 6 style: one panel per metric, one bar per method (height = mean).
+
+    `summary` holds the comparison rows only (true-label vs permuted-label model): at most one row per
+    (metric, method). Error bars span ci_low..ci_high; undefined (NaN) means get no bar, only an
+    'n/a' mark. y range [-1.05, 1.05] with a light line at 0.
+    """
+    df, metrics = _validate_summary(summary, metrics, "data_test_bars")
+    dup = df.duplicated(["metric", "method"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise ValueError(
+            "data_test_bars: summary has more than one row for "
+            f"(metric={r['metric']!r}, method={r['method']!r}); pass the comparison stage only"
+        )
+    methods = _unique_in_order(df["method"])
+    colors = _method_colors(methods)
+    n_m = len(methods)
+
+    nrows, ncols = _panel_grid(len(metrics))
+    longest = max(_text_width(m, 9) for m in methods)
+    panel_w = max(3.2, 0.45 * n_m + 1.2)
+    panel_h = 3.2 + 0.75 * longest
+    fig_w = ncols * panel_w + 0.6
+    fig_h = nrows * panel_h + 0.3 + (0.4 if title else 0.0)
+    fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+
+    x = np.arange(n_m, dtype=float)
+    for k, metric in enumerate(metrics):
+        ax = axes[k // ncols][k % ncols]
+        sub = df[df["metric"] == metric].set_index("method")
+        ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+        for j, m in enumerate(methods):
+            if m not in sub.index:
+                continue
+            mean = float(sub.at[m, "mean"])
+            lo = float(sub.at[m, "ci_low"])
+            hi = float(sub.at[m, "ci_high"])
+            if not np.isfinite(mean):
+                ax.text(x[j], 0.03, "n/a", ha="center", va="bottom", fontsize=7, color="0.4")
+                continue
+            ax.bar(x[j], mean, width=0.7, color=colors[m], edgecolor="black", lw=0.5)
+            if np.isfinite(lo) and np.isfinite(hi):
+                yerr = np.array([[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]])
+                ax.errorbar(x[j], mean, yerr=yerr, fmt="none", ecolor="black", capsize=3, lw=1)
+        ax.set_title(str(metric), fontsize=11)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlim(-0.6, n_m - 0.4)
+        ax.set_xticks(x)
+        ax.set_xticklabels(methods, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.grid(axis="y", color="0.92", lw=0.6)
+        ax.set_axisbelow(True)
+        if k % ncols == 0:
+            ax.set_ylabel("mean similarity")
+    for k in range(len(metrics), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    _save(fig, path)

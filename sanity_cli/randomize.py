@@ -1,0 +1,84 @@
+"""Model parameter randomization in place (paper Sec. 3.1).
+
+Variables are re-initialised by `assign`, never by rebuilding the model, so traced gradient functions
+keep working without retracing. `snapshot` / `restore` bring the trained weights back exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+
+from .errors import SanityError
+from .models import Block
+
+INITS = ("layer", "truncated_normal")
+BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def snapshot(model: keras.Model) -> list[np.ndarray]:
+    """Copies of every variable (trainable and not) of the model."""
+    return [np.array(v.numpy(), copy=True) for v in model.variables]
+
+
+def restore(model: keras.Model, saved: list[np.ndarray]) -> None:
+    for variable, value in zip(model.variables, saved, strict=True):
+        variable.assign(value)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from a tuple of integers (seed, repeat, block index, variable index)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _seeded(initializer, seed: int):
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = seed
+    return type(initializer).from_config(config)
+
+
+def _variable_name(variable) -> str:
+    return variable.path.rsplit("/", 1)[-1] if hasattr(variable, "path") else variable.name.split(":")[0]
+
+
+def block_variables(model: keras.Model, block: Block, reset_bn_statistics: bool = False):
+    """(layer, variable) pairs the block re-initialises: trainable variables, plus batch-norm moving
+    statistics when asked."""
+    pairs = []
+    for layer_name in block.layers:
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise SanityError(f"block '{block.name}' names layer '{layer_name}', which {model.name} does not have") \
+                from None
+        for variable in layer.weights:
+            name = _variable_name(variable)
+            if variable.trainable or (reset_bn_statistics and name in BN_STATISTICS):
+                pairs.append((layer, variable))
+    return pairs
+
+
+def randomize_block(model: keras.Model, block: Block, seed: int, init: str = "layer", init_std: float = 0.01,
+                    reset_bn_statistics: bool = False) -> int:
+    """Re-initialise the block's variables in place; returns how many variables were reset.
+
+    init='layer': each variable from its layer's own initializer (kernel_initializer, bias_initializer,
+    gamma_initializer, ...), reseeded; init='truncated_normal': N(0, init_std^2) truncated at 2 std.
+    """
+    if init not in INITS:
+        raise SanityError(f"test.init must be one of {', '.join(INITS)}, got '{init}'")
+    if not init_std > 0:
+        raise SanityError(f"test.init_std must be > 0, got {init_std}")
+    pairs = block_variables(model, block, reset_bn_statistics)
+    for index, (layer, variable) in enumerate(pairs):
+        variable_seed = derive_seed(seed, index)
+        if init == "truncated_normal":
+            initializer = keras.initializers.TruncatedNormal(stddev=init_std, seed=variable_seed)
+        else:
+            own = getattr(layer, f"{_variable_name(variable)}_initializer", None)
+            if own is None:  # a variable without a declared initializer: Glorot for matrices, zeros for vectors
+                own = keras.initializers.GlorotUniform() if len(variable.shape) > 1 else keras.initializers.Zeros()
+            initializer = _seeded(own, variable_seed)
+        variable.assign(initializer(variable.shape, dtype=variable.dtype))
+    return len(pairs)

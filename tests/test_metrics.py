@@ -1,0 +1,229 @@
+"""Tests for sanity_cli.metrics against scipy / scikit-image reference implementations."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+from sanity_cli import metrics
+from sanity_cli.errors import SanityError
+from sanity_cli.metrics import (
+    METRIC_NAMES,
+    compare,
+    normalize_absolute,
+    normalize_diverging,
+    rowwise_pearson,
+)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_metric_names():
+    assert METRIC_NAMES == ("spearman_abs", "spearman", "ssim", "hog_pearson")
+
+
+@pytest.mark.parametrize("metric", METRIC_NAMES)
+@pytest.mark.parametrize("shape", [(4, 28, 28), (3, 40, 40, 3)])
+def test_identical_maps_give_one(rng, metric, shape):
+    a = rng.normal(size=shape)
+    values, undefined = compare(a, a.copy(), metric)
+    assert values.shape == (shape[0],) and values.dtype == np.float64
+    assert undefined.shape == (shape[0],) and undefined.dtype == np.bool_
+    assert not undefined.any()
+    np.testing.assert_allclose(values, 1.0, atol=1e-9)
+
+
+def test_negation(rng):
+    a = rng.normal(size=(5, 20, 20))
+    s, u = compare(a, -a, "spearman")
+    assert not u.any()
+    np.testing.assert_allclose(s, -1.0, atol=1e-9)
+    s_abs, u_abs = compare(a, -a, "spearman_abs")
+    assert not u_abs.any()
+    np.testing.assert_allclose(s_abs, 1.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("metric,norm", [("spearman_abs", normalize_absolute),
+                                         ("spearman", normalize_diverging)])
+def test_spearman_matches_scipy(rng, metric, norm):
+    # heavy tails -> many pixels clipped at the 99th percentile -> ties
+    a = rng.standard_t(df=1.5, size=(6, 16, 16, 3))
+    b = a + rng.normal(scale=2.0, size=a.shape)
+    b[0] = rng.normal(size=b[0].shape)  # one unrelated pair
+    values, undefined = compare(a, b, metric)
+    na, nb = norm(a), norm(b)
+    # make sure ties actually occur
+    assert all(len(np.unique(row)) < row.size for row in na.reshape(6, -1))
+    expected = [stats.spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(na, nb)]
+    assert not undefined.any()
+    np.testing.assert_allclose(values, expected, atol=1e-10)
+    # the correlated pairs are actually correlated, the unrelated one is not
+    assert np.all(values[1:] > 0.2)
+    assert abs(values[0]) < 0.2
+
+
+@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 40, 40, 3)])
+def test_ssim_matches_skimage(rng, shape):
+    a = rng.normal(size=shape)
+    b = 0.6 * a + rng.normal(size=shape)
+    values, undefined = compare(a, b, "ssim")
+    assert not undefined.any()
+    na = normalize_absolute(a).astype(np.float64)
+    nb = normalize_absolute(b).astype(np.float64)
+    expected = [structural_similarity(x, y, data_range=1.0) for x, y in zip(na, nb)]
+    np.testing.assert_allclose(values, expected, atol=1e-6, rtol=0)
+    assert np.all(values < 0.99)
+
+
+def test_ssim_small_images_use_smaller_window(rng):
+    a = rng.normal(size=(2, 5, 6))
+    b = rng.normal(size=(2, 5, 6))
+    values, undefined = compare(a, b, "ssim")
+    na = normalize_absolute(a).astype(np.float64)
+    nb = normalize_absolute(b).astype(np.float64)
+    expected = [structural_similarity(x, y, data_range=1.0, win_size=5) for x, y in zip(na, nb)]
+    np.testing.assert_allclose(values, expected, atol=1e-6, rtol=0)
+    assert not undefined.any()
+
+
+@pytest.mark.parametrize("shape,ppc,cpb", [((4, 28, 28), (4, 4), (2, 2)),
+                                          ((3, 40, 40, 3), (16, 16), (2, 2)),
+                                          ((2, 24, 24), (16, 16), (1, 1))])
+def test_hog_pearson_matches_corrcoef(rng, shape, ppc, cpb):
+    a = rng.normal(size=shape)
+    b = 0.5 * a + rng.normal(size=shape)
+    kwargs = {} if shape[1] != 24 else {"pixels_per_cell": 16}
+    values, undefined = compare(a, b, "hog_pearson", **kwargs)
+    assert not undefined.any()
+    na = normalize_absolute(a).astype(np.float64)
+    nb = normalize_absolute(b).astype(np.float64)
+    expected = []
+    for x, y in zip(na, nb):
+        fx = hog(x, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb)
+        fy = hog(y, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb)
+        expected.append(np.corrcoef(fx, fy)[0, 1])
+    np.testing.assert_allclose(values, expected, atol=1e-10)
+
+
+def test_normalize_absolute_range_percentile_and_channels(rng):
+    a = rng.uniform(0.5, 1.0, size=(2, 30, 30, 3)) * rng.choice([-1, 1], size=(2, 30, 30, 3))
+    a[0, 3, 4, :] = 1e6  # single huge outlier
+    out = normalize_absolute(a)
+    assert out.shape == (2, 30, 30) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    # outlier is clipped to 1 and does not squash the rest
+    assert out[0, 3, 4] == 1.0
+    rest = np.delete(out[0].ravel(), 3 * 30 + 4)
+    assert rest.std() > 0.1
+    # exact formula: sum of |.| over channels, vmin = min, vmax = 99th percentile
+    m = np.abs(a).sum(axis=3)
+    for i in range(2):
+        vmin, vmax = m[i].min(), np.percentile(m[i], 99)
+        np.testing.assert_allclose(out[i], np.clip((m[i] - vmin) / (vmax - vmin), 0, 1), atol=1e-6)
+    # channel sum uses absolute values: flipping the sign of one channel changes nothing
+    flipped = a.copy()
+    flipped[..., 1] *= -1
+    np.testing.assert_array_equal(normalize_absolute(flipped), out)
+    # 3-D input is accepted as-is
+    np.testing.assert_allclose(normalize_absolute(np.abs(a).sum(axis=3)), out, atol=1e-6)
+
+
+def test_normalize_absolute_constant_is_zero():
+    out = normalize_absolute(np.full((2, 8, 8), 3.0))
+    assert out.shape == (2, 8, 8)
+    assert np.all(out == 0.0)
+
+
+def test_normalize_diverging_sign_and_range(rng):
+    a = rng.normal(size=(3, 20, 20, 3))
+    a[1, 0, 0, :] = -1e6
+    out = normalize_diverging(a)
+    assert out.shape == (3, 20, 20) and out.dtype == np.float32
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    m = a.sum(axis=3)
+    np.testing.assert_array_equal(np.sign(out), np.sign(m))
+    assert out[1, 0, 0] == -1.0
+    span = np.percentile(np.abs(m[0]), 99)
+    np.testing.assert_allclose(out[0], np.clip(m[0] / span, -1, 1), atol=1e-6)
+    assert np.all(normalize_diverging(np.zeros((1, 5, 5))) == 0.0)
+
+
+@pytest.mark.parametrize("const", [0.0, 2.5])
+def test_constant_map_undefined(rng, const):
+    a = rng.normal(size=(3, 28, 28))
+    c = np.full_like(a, const)
+    for metric in ("spearman_abs", "spearman", "hog_pearson"):
+        for x, y in ((a, c), (c, a), (c, c)):
+            values, undefined = compare(x, y, metric)
+            assert undefined.all(), metric
+            assert np.isnan(values).all(), metric
+    values, undefined = compare(a, c, "ssim")
+    assert not undefined.any()
+    assert np.all(np.isfinite(values))
+
+
+def test_mixed_batch_nan_exactly_where_undefined(rng):
+    a = rng.normal(size=(4, 16, 16))
+    b = rng.normal(size=(4, 16, 16))
+    b[2] = 1.0
+    for metric in METRIC_NAMES:
+        values, undefined = compare(a, b, metric)
+        np.testing.assert_array_equal(np.isnan(values), undefined)
+        if metric != "ssim":
+            np.testing.assert_array_equal(undefined, [False, False, True, False])
+
+
+def test_independent_noise_uncorrelated(rng):
+    a = rng.normal(size=(4, 64, 64))
+    b = rng.normal(size=(4, 64, 64))
+    for metric in ("spearman", "spearman_abs"):
+        values, undefined = compare(a, b, metric)
+        assert not undefined.any()
+        assert np.all(np.abs(values) < 0.1), (metric, values)
+
+
+def test_rowwise_pearson(rng):
+    a = rng.normal(size=(5, 50))
+    b = rng.normal(size=(5, 50)) + a
+    b[3] = 7.0
+    a[4] = 1e6 + 1e-9 * rng.normal(size=50)  # numerically constant at its scale
+    values, undefined = rowwise_pearson(a, b)
+    np.testing.assert_array_equal(undefined, [False, False, False, True, True])
+    assert np.isnan(values[3:]).all()
+    for i in range(3):
+        np.testing.assert_allclose(values[i], np.corrcoef(a[i], b[i])[0, 1], atol=1e-12)
+
+
+def test_unknown_metric_raises(rng):
+    a = rng.normal(size=(1, 8, 8))
+    with pytest.raises(SanityError, match="unknown metric 'x'; choose from spearman_abs, spearman, ssim, hog_pearson"):
+        compare(a, a, "x")
+
+
+def test_shape_mismatch_raises(rng):
+    with pytest.raises(SanityError, match=r"\(2, 8, 8\).*\(2, 8, 9\)"):
+        compare(rng.normal(size=(2, 8, 8)), rng.normal(size=(2, 8, 9)), "ssim")
+
+
+def test_bad_inputs_raise(rng):
+    a = rng.normal(size=(1, 8, 8))
+    with pytest.raises(SanityError):
+        compare(a[0], a[0], "ssim")  # missing batch axis
+    bad = a.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(SanityError, match="NaN"):
+        compare(bad, a, "spearman")
+    with pytest.raises(SanityError):
+        compare(a, a, "hog_pearson", pixels_per_cell=32)
+    with pytest.raises(SanityError):
+        compare(a, a, "ssim", bogus=1)
+
+
+def test_module_has_no_unexpected_public_names():
+    public = {n for n in dir(metrics) if not n.startswith("_")}
+    assert {"METRIC_NAMES", "normalize_absolute", "normalize_diverging",
+            "compare", "rowwise_pearson"} <= public
