@@ -7,6 +7,7 @@ page listing the config groups, and turns every bad input into one error line wi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -148,6 +149,31 @@ def main(argv: list[str] | None = None) -> int:
     return _hydra_main(command, args, debug)
 
 
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True):
+    """Silence file descriptor 2 (TensorFlow's C++ start-up chatter about oneDNN and CUDA) for a moment."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow_quietly(debug: bool) -> None:
+    with quiet_stderr(not debug):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+
+
 def _hydra_main(command: str, args: list[str], debug: bool) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -167,6 +193,7 @@ def _hydra_main(command: str, args: list[str], debug: bool) -> int:
                   file=sys.stderr)
             sys.exit(130)
 
+    import_tensorflow_quietly(debug)
     sys.argv = [f"sanity {command}"] + args
     entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sanity")(task)
     entry()
