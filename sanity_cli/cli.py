@@ -123,6 +123,21 @@ def precheck(overrides: list[str], multirun: bool) -> None:
         GlobalHydra.instance().clear()
 
 
+def check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """The run (or sweep) directory, or ./results by default, must be creatable before Hydra starts."""
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    explicit = [o[len(key):] for o in overrides if o.startswith(key)]
+    target = Path(explicit[-1]) if explicit and "${" not in explicit[-1] else Path.cwd() / "results"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".sanity-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SanityError(f"cannot write results to {target} ({err.strerror}); run from a writable directory "
+                          f"or pass {key}DIR") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -137,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)} (see 'sanity --help')")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("HYDRA_FULL_ERROR", "1" if debug else "0")
-    informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")
-                        for a in args)
+    informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg",
+                              "-c") for a in args)
+    import_tensorflow_quietly(debug)
     if not informational:
         try:
-            precheck(*split_args(args))
+            overrides, multirun = split_args(args)
+            precheck(overrides, multirun)
+            check_output_dir(overrides, multirun)
         except SanityError as err:
             if debug:
                 raise
@@ -193,7 +211,6 @@ def _hydra_main(command: str, args: list[str], debug: bool) -> int:
                   file=sys.stderr)
             sys.exit(130)
 
-    import_tensorflow_quietly(debug)
     sys.argv = [f"sanity {command}"] + args
     entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sanity")(task)
     entry()

@@ -81,6 +81,9 @@ class GradientEngine:
         self.model = model
         self._functions: dict[tuple, Callable] = {}
         self._cam_models: dict[str, keras.Model] = {}
+        # One signature for any batch size: each function is traced once per model.
+        self._signature = (tf.TensorSpec([None, *model.input_shape[1:]], tf.float32),
+                           tf.TensorSpec([None], tf.int32))
 
     def _function(self, output: str, guided: bool) -> Callable:
         if output not in OUTPUTS:
@@ -89,7 +92,7 @@ class GradientEngine:
         if key not in self._functions:
             model = self.model
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(input_signature=self._signature)
             def grad_fn(x, targets):
                 with guided_relus(model) if guided else contextlib.nullcontext():
                     with tf.GradientTape() as tape:
@@ -110,7 +113,8 @@ class GradientEngine:
         key = ("logits",)
         if key not in self._functions:
             model = self.model
-            self._functions[key] = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
+            self._functions[key] = tf.function(lambda xs: model(xs, training=False),
+                                               input_signature=self._signature[:1])
         fn = self._functions[key]
         return _chunked(lambda xs, _: fn(tf.constant(xs)).numpy(), x, np.zeros(len(x), np.int32), batch_size)
 
@@ -132,7 +136,7 @@ class GradientEngine:
             cam_model = keras.Model(self.model.inputs, [self.model.get_layer(layer).output, self.model.outputs[0]])
             height, width = self.model.input_shape[1:3]
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(input_signature=self._signature)
             def cam_fn(x, targets):
                 with tf.GradientTape() as tape:
                     activations, outputs = cam_model(x, training=False)
