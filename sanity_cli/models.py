@@ -66,5 +66,9 @@ def layer_blocks(model: keras.Model) -> list[Block]:
 
 
 def randomization_blocks(model: keras.Model) -> list[Block]:
-    """The model's ordered randomization blocks, from the logits down."""
+    """The model's ordered randomization blocks, from the logits down (Inception v3: the paper's 17 blocks)."""
+    if model.name == "inception_v3":
+        from . import inception
+
+        return inception.blocks(model)
     return layer_blocks(model)

@@ -54,12 +54,19 @@ class Timer:
 # ---------------------------------------------------------------- data
 
 def load_data(cfg: DictConfig) -> data_sources.Dataset:
+    if cfg.data.name == "images":
+        from .photos import load_photos
+
+        return load_photos(cfg.data.path, size=cfg.data.size, max_images=cfg.data.max_images,
+                           labels_csv=cfg.data.labels_csv, log=log)
     return data_sources.load_dataset(cfg.data.name, cfg.data.source, path=cfg.data.path,
                                      data_dir=cfg.data.data_dir, log=log)
 
 
 def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np.ndarray:
     """Indices of the explained test images: a seeded sample without replacement, in ascending order."""
+    if dataset.name == "images":  # a folder of photos: explain each of them, up to n_images
+        return np.arange(min(n_images, len(dataset.x_test)))
     if n_images > len(dataset.x_test):
         raise SanityError(f"n_images={n_images} but the test split has only {len(dataset.x_test)} images; "
                           f"lower n_images")
@@ -70,17 +77,46 @@ def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np
 # ---------------------------------------------------------------- model
 
 def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
+    if cfg.model.name == "inception":
+        from . import inception
+
+        if labels != "true":
+            raise SanityError("the data randomization test needs a model sanity trains itself; "
+                              "use model=mnist_cnn or model=mnist_mlp with test=data")
+        if dataset.name != "images":
+            raise SanityError(f"model=inception explains photos, not {dataset.name}; use data=images")
+        model = inception.build(cfg.model.weights)
+        log(f"model: InceptionV3 with weights={cfg.model.weights}")
+        return training.TrainedModel(model, f"inception_v3-{cfg.model.weights}", "true",
+                                     {"weights": str(cfg.model.weights), "cache": "keras"})
+    if dataset.name == "images":
+        raise SanityError(f"data=images holds photos for model=inception, not for {cfg.model.name}")
     return training.load_or_train(cfg.model.name, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
                                   cache_dir=cfg.cache_dir, log=log)
 
 
 # ---------------------------------------------------------------- explain
 
+def to_model_space(images: np.ndarray, input_range) -> np.ndarray:
+    """Images in [0, 1] -> the model's input range (MNIST models: [0, 1]; Inception: [-1, 1])."""
+    low, high = (float(v) for v in input_range)
+    return (low + (high - low) * images).astype(np.float32)
+
+
+def _black_baseline(params: dict, black: float) -> None:
+    """IG's 'black' baseline is the model's value for a black pixel (its lower input bound)."""
+    if params.get("baseline") == "black":
+        params["baseline"] = black
+    if isinstance(params.get("base_params"), dict):
+        _black_baseline(params["base_params"], black)
+
+
 def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
     """The configured methods, with GradCAM's layer filled from the model config; GradCAM-family methods
     are skipped (with a log line) on a model that has no conv layer."""
     runs = []
     for run in config_checks.method_runs(cfg):
+        _black_baseline(run.params, float(cfg.model.input_range[0]))
         spec = methods.get(run.kind)
         if spec.needs_conv_layer and not run.params.get("layer"):
             if not cfg.model.get("gradcam_layer"):
@@ -102,10 +138,11 @@ def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repea
 
 def choose_targets(cfg: DictConfig, model, images, labels) -> np.ndarray:
     """The class explained at every stage: the trained model's top-1 prediction (as in the paper) or the label."""
-    if cfg.target == "label":
-        return labels.astype(np.int32)
     logits = methods.engine.engine_for(model).predict_logits(images, batch_size=cfg.batch_size)
-    return logits.argmax(axis=1).astype(np.int32)
+    predicted = logits.argmax(axis=1).astype(np.int32)
+    if cfg.target == "label":  # photos without a label (-1) keep the prediction
+        return np.where(labels >= 0, labels, predicted).astype(np.int32)
+    return predicted
 
 
 # ---------------------------------------------------------------- randomize
@@ -253,7 +290,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     with timer.phase("data"):
         dataset = load_data(cfg)
         image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
-        images, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
+        shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
+        images = to_model_space(shown, cfg.model.input_range)
     with timer.phase("model"):
         trained = load_model(cfg, dataset, "true")
         permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
@@ -268,7 +306,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids)
     with timer.phase("write"):
         captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
-        verdict = write_outputs(run_dir, cfg, comparison, runs, images, captions)
+        verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions)
         models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
         with atomic_path(run_dir / "models.csv") as tmp:
             models_table.to_csv(tmp, index=False, float_format="%.6g")

@@ -31,7 +31,7 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
 
 
 def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
-    """'zeros' (black in the model's input space) or a constant number."""
+    """'zeros' or a constant number (the pipeline turns 'black' into the model's black-pixel value)."""
     if baseline in ("zeros", "black", None):
         return np.zeros_like(images[:1])
     try:
