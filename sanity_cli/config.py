@@ -68,6 +68,7 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
                 valid = ", ".join(sorted(k for k, s in methods.REGISTRY.items() if s.gradient_based))
                 raise SanityError(f"method.{key}.base '{params['base']}' is not a gradient-based method; "
                                   f"choose from {valid}")
+            methods.check_params(f"{key}.base_params ({params['base']})", base, params.get("base_params") or {})
         name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
         runs.append(MethodRun(name, kind, params))
     if not runs:

@@ -28,7 +28,13 @@ def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: d
         raise SanityError(f"images must have shape (N, height, width, channels), got {images.shape}")
     if len(targets) != len(images):
         raise SanityError(f"got {len(images)} images but {len(targets)} target classes")
+    if len(images) == 0:
+        raise SanityError("no images to explain")
     if spec.needs_model:
+        classes = int(model.output_shape[-1])
+        if targets.min() < 0 or targets.max() >= classes:
+            raise SanityError(f"target classes must be in 0..{classes - 1} for {model.name}, got "
+                              f"{targets.min()}..{targets.max()}")
         expected = tuple(model.input_shape[1:])
         if tuple(images.shape[1:]) != expected:
             raise SanityError(f"images have shape {tuple(images.shape[1:])} but {model.name} expects "

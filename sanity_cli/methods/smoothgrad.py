@@ -42,6 +42,10 @@ def _noise_moments(model, images, targets, base, samples, sigma, base_params, ba
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets)
     params = dict(base_params or {})
+    unknown = sorted(set(params) - set(spec.parameters()))
+    if unknown:
+        raise SanityError(f"smoothgrad/vargrad: base '{base}' has no parameter {', '.join(unknown)}; "
+                          f"valid base_params: {', '.join(spec.parameters()) or 'none'}")
 
     def grad_fn(points, image_idx):
         return spec.fn(model, points, targets[image_idx], batch_size=batch_size, **params)
