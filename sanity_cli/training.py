@@ -74,6 +74,7 @@ def normalize_labels_mode(labels) -> str:
 
 def cache_key(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings) -> str:
     """sha256 of everything that determines the trained weights."""
+    labels = normalize_labels_mode(labels)
     spec = {
         "arch": arch,
         "arch_version": models.ARCHITECTURE_VERSION,
@@ -125,6 +126,7 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info)."""
     import keras
 
+    labels = normalize_labels_mode(labels)
     keras.utils.set_random_seed(seed)
     model = models.build(arch)
     model.compile(
@@ -166,6 +168,7 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
     from filelock import FileLock
 
     settings.validate()
+    labels = normalize_labels_mode(labels)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)

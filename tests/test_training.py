@@ -1,0 +1,542 @@
+"""Tests for sanity_cli.models and sanity_cli.training: architectures, the content-keyed model cache
+(hits, keys, corruption recovery, atomic writes), label permutation and permuted-label training, and a
+smoke test that the CNN really learns real MNIST.
+
+Real MNIST only: the 4000/1000 bundled subset, sliced to a few hundred images wherever learning is not
+asserted. Every model cache lives in tmp_path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from sanity_cli import models, training
+from sanity_cli.data import Dataset, fingerprint, load_dataset
+from sanity_cli.errors import SanityError
+from sanity_cli.training import (TrainSettings, cache_key, load_or_train, normalize_labels_mode, train,
+                                 training_arrays)
+
+
+
+def settings(**overrides) -> TrainSettings:
+    base = dict(epochs=1, batch_size=64, learning_rate=1e-3, max_train_images=None,
+                permuted_target_accuracy=0.9, permuted_max_epochs=3)
+    base.update(overrides)
+    return TrainSettings(**base)
+
+
+def subset(ds: Dataset, n_train: int, n_test: int) -> Dataset:
+    return Dataset(name=ds.name, x_train=ds.x_train[:n_train].copy(), y_train=ds.y_train[:n_train].copy(),
+                   x_test=ds.x_test[:n_test].copy(), y_test=ds.y_test[:n_test].copy(),
+                   class_names=list(ds.class_names), provenance=dict(ds.provenance, n_train=n_train, n_test=n_test))
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Dataset:
+    return load_dataset("mnist", "bundled", log=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def small(bundled) -> Dataset:
+    """256 train / 128 test real MNIST images: enough to exercise training and the cache quickly."""
+    return subset(bundled, 256, 128)
+
+
+class Log(list):
+    def __call__(self, line):
+        self.append(str(line))
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self if text in line]
+
+
+def weights_equal(a: keras.Model, b: keras.Model) -> bool:
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# architectures
+
+
+def test_cnn_architecture():
+    keras.utils.set_random_seed(0)
+    model = models.mnist_cnn()
+    assert model.input_shape == (None, 28, 28, 1)
+    assert model.output_shape == (None, 10)
+    kernels = {layer.name: tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel")}
+    assert kernels == {"conv1": (5, 5, 1, 32), "conv2": (5, 5, 32, 64), "fc1": (7 * 7 * 64, 1024),
+                       "logits": (1024, 10)}
+    for name in ("conv1", "conv2", "fc1"):
+        assert model.get_layer(name).activation is keras.activations.relu, name
+        assert model.get_layer(name).use_bias
+    for name in ("pool1", "pool2"):
+        assert isinstance(model.get_layer(name), keras.layers.MaxPooling2D)
+        assert tuple(model.get_layer(name).pool_size) == (2, 2)
+    assert model.get_layer("logits").activation is keras.activations.linear
+    assert model.count_params() == (5 * 5 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (3136 * 1024 + 1024) + (1024 * 10 + 10)
+    assert models.build("mnist_cnn").name == "mnist_cnn"
+
+
+def test_mlp_architecture():
+    keras.utils.set_random_seed(0)
+    model = models.mnist_mlp()
+    assert model.input_shape == (None, 28, 28, 1)
+    dense = [(layer.name, tuple(layer.kernel.shape)) for layer in model.layers if hasattr(layer, "kernel")]
+    assert dense == [("fc1", (784, 2500)), ("fc2", (2500, 1500)), ("fc3", (1500, 500)), ("logits", (500, 10))]
+    for name in ("fc1", "fc2", "fc3"):
+        assert model.get_layer(name).activation is keras.activations.relu, name
+    assert model.get_layer("logits").activation is keras.activations.linear
+    assert models.build("mnist_mlp").name == "mnist_mlp"
+
+
+@pytest.mark.parametrize("arch", ["mnist_cnn", "mnist_mlp"])
+def test_models_output_logits_not_probabilities(arch, small):
+    keras.utils.set_random_seed(0)
+    model = models.build(arch)
+    out = model.predict(small.x_test[:32], verbose=0)
+    assert out.shape == (32, 10)
+    assert np.all(np.isfinite(out))
+    assert (out < 0).any(), "logits should take negative values"
+    assert not np.allclose(out.sum(axis=1), 1.0, atol=1e-3), "outputs look like a softmax"
+
+
+def test_randomization_blocks_order_logits_first():
+    cnn, mlp = models.mnist_cnn(), models.mnist_mlp()
+    cnn_blocks = models.randomization_blocks(cnn)
+    assert [b.name for b in cnn_blocks] == ["logits", "fc1", "conv2", "conv1"]
+    assert [b.layers for b in cnn_blocks] == [("logits",), ("fc1",), ("conv2",), ("conv1",)]
+    assert [b.name for b in models.randomization_blocks(mlp)] == ["logits", "fc3", "fc2", "fc1"]
+    for model, blocks in ((cnn, cnn_blocks), (mlp, models.randomization_blocks(mlp))):
+        covered = {name for block in blocks for name in block.layers}
+        assert covered == {layer.name for layer in model.layers if layer.weights}
+
+
+def test_build_unknown_architecture():
+    with pytest.raises(SanityError, match="unknown model 'resnet'"):
+        models.build("resnet")
+
+
+# ---------------------------------------------------------------------------------------------
+# settings and label modes
+
+
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("epochs", -1),
+    ("batch_size", 0), ("batch_size", -8),
+    ("learning_rate", 0.0), ("learning_rate", -1e-3), ("learning_rate", float("nan")),
+    ("max_train_images", 0), ("max_train_images", -5),
+    ("permuted_target_accuracy", 0.0), ("permuted_target_accuracy", 1.5), ("permuted_target_accuracy", -0.1),
+    ("permuted_target_accuracy", float("nan")),
+    ("permuted_max_epochs", 0), ("permuted_max_epochs", -2),
+])
+def test_validate_rejects_bad_settings(field, value):
+    with pytest.raises(SanityError):
+        settings(**{field: value}).validate()
+
+
+def test_validate_accepts_good_settings():
+    settings().validate()
+    settings(max_train_images=None, permuted_target_accuracy=1.0).validate()
+    settings(max_train_images=1, epochs=1, batch_size=1, permuted_max_epochs=1).validate()
+
+
+def test_load_or_train_validates_before_touching_the_cache(small, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("train called"))
+    with pytest.raises(SanityError, match="epochs"):
+        load_or_train("mnist_cnn", small, "true", 0, settings(epochs=0), cache_dir=tmp_path / "cache",
+                      log=Log())
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unwritable_cache_dir_is_a_sanity_error(small, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SanityError, match="cache"):
+        load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=blocker / "cache", log=Log())
+
+
+def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANITY_CACHE_DIR", str(tmp_path / "models"))
+    assert training.default_cache_dir() == tmp_path / "models"
+    monkeypatch.delenv("SANITY_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert training.default_cache_dir() == tmp_path / "xdg" / "sanity" / "models"
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", "TRUE"])
+def test_normalize_labels_mode_true(value):
+    assert normalize_labels_mode(value) == "true"
+
+
+@pytest.mark.parametrize("value", ["permuted", "Permuted"])
+def test_normalize_labels_mode_permuted(value):
+    assert normalize_labels_mode(value) == "permuted"
+
+
+@pytest.mark.parametrize("value", ["foo", "", False, None, "false", "random", 1])
+def test_normalize_labels_mode_rejects(value):
+    with pytest.raises(SanityError, match="labels"):
+        normalize_labels_mode(value)
+
+
+def test_load_or_train_rejects_unknown_labels(small, tmp_path, monkeypatch):
+    def fake_train(*args, **kwargs):
+        raise AssertionError("train() must not start for labels='foo'")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    with pytest.raises(SanityError, match="labels"):
+        load_or_train("mnist_cnn", small, "foo", 0, settings(), cache_dir=tmp_path / "cache", log=Log())
+
+
+@pytest.mark.parametrize("labels", [True, "True"], ids=["bool_True", "str_True"])
+def test_load_or_train_normalizes_hydra_true(small, tmp_path, monkeypatch, labels):
+    """`labels=true` reaches the code as a boolean from Hydra: it must mean the true labels, cached as such."""
+    seen = {}
+
+    def fake_train(arch, dataset, labels_mode, *args, **kwargs):
+        seen["labels"] = labels_mode
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    with pytest.raises(RuntimeError, match="stop"):
+        load_or_train("mnist_cnn", small, labels, 0, settings(), cache_dir=tmp_path / "cache", log=Log())
+    assert seen["labels"] == "true"
+    assert cache_key("mnist_cnn", small, labels, 0, settings()) == cache_key("mnist_cnn", small, "true", 0,
+                                                                             settings())
+
+
+# ---------------------------------------------------------------------------------------------
+# cache key
+
+
+def test_cache_key_stable_for_equal_inputs(small):
+    a = cache_key("mnist_cnn", small, "true", 0, settings())
+    assert a == cache_key("mnist_cnn", small, "true", 0, settings())
+    # an equal copy of the data (new arrays, same content) and an equal settings object give the same key
+    assert a == cache_key("mnist_cnn", subset(small, 256, 128), "true", 0, settings(learning_rate=0.001))
+    assert a.startswith("mnist_cnn-mnist-true-")
+    assert set(a) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-")  # a safe file name
+
+
+@pytest.mark.parametrize("labels", ["true", "permuted"])
+@pytest.mark.parametrize("change", [
+    dict(batch_size=32), dict(learning_rate=2e-3), dict(max_train_images=100), dict(max_train_images=255),
+])
+def test_cache_key_changes_with_shared_settings(small, labels, change):
+    base = cache_key("mnist_cnn", small, labels, 0, settings())
+    assert cache_key("mnist_cnn", small, labels, 0, settings(**change)) != base
+
+
+def test_cache_key_changes_with_epochs_for_true_labels(small):
+    assert cache_key("mnist_cnn", small, "true", 0, settings(epochs=2)) != \
+        cache_key("mnist_cnn", small, "true", 0, settings(epochs=1))
+
+
+@pytest.mark.parametrize("change", [dict(permuted_target_accuracy=0.95), dict(permuted_max_epochs=50)])
+def test_cache_key_changes_with_permuted_settings_for_permuted_labels(small, change):
+    assert cache_key("mnist_cnn", small, "permuted", 0, settings(**change)) != \
+        cache_key("mnist_cnn", small, "permuted", 0, settings())
+
+
+def test_cache_key_ignores_settings_that_do_not_affect_the_weights(small):
+    """True-label training ignores the permuted-training settings; permuted-label training runs
+    permuted_max_epochs (not epochs), so those do not enter the respective keys."""
+    true_key = cache_key("mnist_cnn", small, "true", 0, settings())
+    assert cache_key("mnist_cnn", small, "true", 0,
+                     settings(permuted_target_accuracy=0.5, permuted_max_epochs=99)) == true_key
+    permuted_key = cache_key("mnist_cnn", small, "permuted", 0, settings())
+    assert cache_key("mnist_cnn", small, "permuted", 0, settings(epochs=7)) == permuted_key
+
+
+def test_cache_key_changes_with_seed_labels_arch_and_data(small):
+    base = cache_key("mnist_cnn", small, "true", 0, settings())
+    assert cache_key("mnist_cnn", small, "true", 1, settings()) != base
+    assert cache_key("mnist_cnn", small, "permuted", 0, settings()) != base
+    assert cache_key("mnist_mlp", small, "true", 0, settings()) != base
+
+    changed_pixel = subset(small, 256, 128)
+    changed_pixel.x_train[3, 10, 10, 0] += np.float32(1 / 255)
+    assert fingerprint(changed_pixel) != fingerprint(small)
+    assert cache_key("mnist_cnn", changed_pixel, "true", 0, settings()) != base
+
+    changed_label = subset(small, 256, 128)
+    changed_label.y_train[0] = (changed_label.y_train[0] + 1) % 10
+    assert cache_key("mnist_cnn", changed_label, "true", 0, settings()) != base
+
+    changed_test = subset(small, 256, 128)
+    changed_test.y_test[0] = (changed_test.y_test[0] + 1) % 10
+    assert cache_key("mnist_cnn", changed_test, "true", 0, settings()) != base
+
+    assert cache_key("mnist_cnn", subset(small, 255, 128), "true", 0, settings()) != base
+
+
+def test_cache_key_changes_with_architecture_version(small, monkeypatch):
+    base = cache_key("mnist_cnn", small, "true", 0, settings())
+    monkeypatch.setattr(models, "ARCHITECTURE_VERSION", models.ARCHITECTURE_VERSION + 1)
+    assert cache_key("mnist_cnn", small, "true", 0, settings()) != base
+
+
+# ---------------------------------------------------------------------------------------------
+# cache behaviour (real training on a small subset)
+
+
+@pytest.fixture(scope="module")
+def golden(small, tmp_path_factory):
+    """One CNN trained on `small` with settings() and seed 0, cached once per module; tests copy the cache."""
+    cache = tmp_path_factory.mktemp("golden_cache")
+    log = Log()
+    result = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=log)
+    assert result.info["cache"] == "trained"
+    assert log.matching("cache: saved")
+    return cache, result
+
+
+def copy_cache(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for file in source.iterdir():
+        shutil.copy2(file, target / file.name)
+    return target
+
+
+def _assert_valid_cache(cache: Path, key: str) -> dict:
+    model_path, meta_path = cache / f"{key}.keras", cache / f"{key}.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["key"] == key
+    assert meta["sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    loaded = keras.models.load_model(model_path, compile=False)
+    assert loaded.output_shape == (None, 10)
+    return meta
+
+
+def test_cache_hit_returns_identical_model_without_training(small, golden, tmp_path, monkeypatch):
+    golden_cache, first = golden
+    assert first.key == cache_key("mnist_cnn", small, "true", 0, settings())
+    assert first.labels == "true"
+    cache = copy_cache(golden_cache, tmp_path / "cache")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("train() called on a cache hit")
+
+    monkeypatch.setattr(training, "train", no_training)
+    log = Log()
+    second = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=log)
+    assert second.info["cache"] == "hit"
+    assert second.key == first.key and second.labels == "true"
+    assert log.matching("cache: loaded")
+    assert not log.matching("corrupt")
+    assert weights_equal(first.model, second.model)
+    np.testing.assert_array_equal(first.model.predict(small.x_test[:16], verbose=0),
+                                  second.model.predict(small.x_test[:16], verbose=0))
+    for name in ("epochs_run", "train_images", "train_accuracy", "test_accuracy", "labels"):
+        assert second.info[name] == first.info[name], name
+    # a second hit in the same process works too (the lock is reentrant across calls)
+    assert load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log()).info["cache"] == "hit"
+
+    # the patch is effective: a different setting is a miss and calls train()
+    with pytest.raises(AssertionError, match="train\\(\\) called"):
+        load_or_train("mnist_cnn", small, "true", 1, settings(), cache_dir=cache, log=Log())
+
+
+def test_atomic_writes_leave_no_temporary_files(small, tmp_path):
+    cache = tmp_path / "cache"
+    result = load_or_train("mnist_cnn", small, "true", 0, settings(max_train_images=128), cache_dir=cache,
+                           log=Log())
+    key = result.key
+    assert cache_files(cache) == sorted([f"{key}.json", f"{key}.keras", f"{key}.lock"])
+    meta = _assert_valid_cache(cache, key)
+    assert meta["arch"] == "mnist_cnn"
+    assert meta["info"]["train_images"] == 128
+    assert meta["data_provenance"]["source"] == "bundled"
+    assert "cache" not in meta["info"]
+
+
+def test_failed_save_leaves_no_partial_cache(small, tmp_path, monkeypatch):
+    """A model.save that dies half-way leaves neither a temp file nor a cache entry behind."""
+
+    class BrokenModel:
+        def save(self, path):
+            Path(path).write_bytes(b"partial")
+            raise OSError("disk full")
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: (BrokenModel(), {"labels": "true"}))
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match="disk full"):
+        load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log())
+    assert [name for name in cache_files(cache) if not name.endswith(".lock")] == []
+
+
+def test_concurrent_callers_train_once(small, tmp_path, monkeypatch):
+    """Two callers racing for the same key: the lock makes one train and the other load its result."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow_fake_train(arch, dataset, labels, seed, settings_, log=print):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.5)  # the other caller arrives while this one holds the lock
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input(shape=(28, 28, 1))
+        outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, outputs), {"labels": labels, "epochs_run": 1}
+
+    monkeypatch.setattr(training, "train", slow_fake_train)
+    cache = tmp_path / "cache"
+    results, errors = {}, []
+
+    def worker(name):
+        try:
+            results[name] = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log())
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(f"caller{i}",), name=f"caller{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(calls) == 1
+    assert sorted(r.info["cache"] for r in results.values()) == ["hit", "trained"]
+    a, b = results.values()
+    assert weights_equal(a.model, b.model)
+    _assert_valid_cache(cache, a.key)
+
+
+@pytest.mark.parametrize("damage", ["truncate_keras", "garbage_json", "missing_json", "missing_keras"])
+def test_damaged_cache_entry_is_reported_once_and_retrained(small, golden, tmp_path, damage, monkeypatch):
+    golden_cache, first = golden
+    cache = copy_cache(golden_cache, tmp_path / "cache")
+    model_path, meta_path = cache / f"{first.key}.keras", cache / f"{first.key}.json"
+    if damage == "truncate_keras":
+        size = model_path.stat().st_size
+        with open(model_path, "r+b") as handle:
+            handle.truncate(size // 2)
+    elif damage == "garbage_json":
+        meta_path.write_bytes(b"\x00\xffnot json{{{")
+    elif damage == "missing_json":
+        meta_path.unlink()
+    else:
+        model_path.unlink()
+
+    calls = []
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    log = Log()
+    second = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=log)
+    corrupt = log.matching("corrupt")
+    assert len(corrupt) == 1, log
+    assert "\n" not in corrupt[0]
+    assert model_path.name in corrupt[0]
+    assert calls == [1]
+    assert second.info["cache"] == "trained"
+    out = second.model.predict(small.x_test[:8], verbose=0)
+    assert out.shape == (8, 10) and np.all(np.isfinite(out))
+    # same seed and settings: the retrained model is the one originally cached
+    assert weights_equal(first.model, second.model)
+
+    # the cache entry was replaced by a valid one, with no leftovers
+    _assert_valid_cache(cache, first.key)
+    assert cache_files(cache) == sorted([f"{first.key}.json", f"{first.key}.keras", f"{first.key}.lock"])
+    third_log = Log()
+    third = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=third_log)
+    assert third.info["cache"] == "hit"
+    assert not third_log.matching("corrupt")
+    assert calls == [1]
+    assert weights_equal(second.model, third.model)
+
+
+# ---------------------------------------------------------------------------------------------
+# label permutation and permuted-label training
+
+
+def test_training_arrays_true_labels_unchanged(bundled):
+    x, y = training_arrays(bundled, "true", 0, settings())
+    assert x is bundled.x_train or np.array_equal(x, bundled.x_train)
+    np.testing.assert_array_equal(y, bundled.y_train)
+    x, y = training_arrays(bundled, "true", 0, settings(max_train_images=100))
+    np.testing.assert_array_equal(x, bundled.x_train[:100])
+    np.testing.assert_array_equal(y, bundled.y_train[:100])
+
+
+def test_training_arrays_permuted_labels(bundled):
+    original = bundled.y_train.copy()
+    x, y = training_arrays(bundled, "permuted", 0, settings())
+    np.testing.assert_array_equal(bundled.y_train, original)  # input untouched
+    np.testing.assert_array_equal(x, bundled.x_train)  # images stay in place: only the labels move
+    assert y.shape == original.shape
+    np.testing.assert_array_equal(np.bincount(y, minlength=10), np.bincount(original, minlength=10))
+    assert np.mean(y != original) > 0.8  # a random relabelling keeps ~10% by chance
+    np.testing.assert_array_equal(y, training_arrays(bundled, "permuted", 0, settings())[1])
+    other = training_arrays(bundled, "permuted", 1, settings())[1]
+    assert np.mean(other != y) > 0.8
+
+
+def test_training_arrays_permutes_within_the_training_subset(bundled):
+    x, y = training_arrays(bundled, "permuted", 3, settings(max_train_images=500))
+    assert len(x) == len(y) == 500
+    np.testing.assert_array_equal(x, bundled.x_train[:500])
+    np.testing.assert_array_equal(np.sort(y), np.sort(bundled.y_train[:500]))
+    assert np.mean(y != bundled.y_train[:500]) > 0.75
+
+
+def test_permuted_training_stops_at_target_accuracy(bundled):
+    data = subset(bundled, 256, 200)
+    log = Log()
+    model, info = train("mnist_mlp", data, "permuted", 0,
+                        settings(max_train_images=64, batch_size=32, permuted_target_accuracy=0.9,
+                                 permuted_max_epochs=200), log=log)
+    assert info["labels"] == "permuted"
+    assert info["train_images"] == 64
+    assert 1 <= info["epochs_run"] < 200
+    assert info["train_accuracy"] >= 0.9
+    assert 0.0 <= info["test_accuracy"] <= 1.0
+    assert info["test_accuracy"] < 0.4  # random labels: nothing generalises (chance is 0.1)
+    assert not log.matching("warning")
+    assert log.matching("train accuracy") and log.matching("test accuracy")
+    # the reported train accuracy is measured on the permuted labels the model was trained on
+    x, y = training_arrays(data, "permuted", 0, settings(max_train_images=64))
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    assert np.mean(predicted == y) == pytest.approx(info["train_accuracy"], abs=1e-6)
+
+
+def test_permuted_training_warns_when_target_not_reached(small):
+    log = Log()
+    _, info = train("mnist_mlp", small, "permuted", 0,
+                    settings(max_train_images=64, batch_size=32, permuted_target_accuracy=1.0,
+                             permuted_max_epochs=1), log=log)
+    assert info["epochs_run"] == 1
+    assert info["train_accuracy"] < 1.0
+    warnings = log.matching("warning")
+    assert len(warnings) == 1 and "max_epochs" in warnings[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the CNN learns real MNIST
+
+
+@pytest.mark.slow
+def test_cnn_learns_mnist_in_one_epoch(bundled, tmp_path):
+    assert len(bundled.x_train) == 4000 and len(bundled.x_test) == 1000
+    result = load_or_train("mnist_cnn", bundled, "true", 0,
+                           settings(epochs=1, batch_size=128, learning_rate=1e-3), cache_dir=tmp_path,
+                           log=Log())
+    info = result.info
+    assert info["epochs_run"] == 1
+    assert info["train_images"] == 4000
+    assert info["test_accuracy"] > 0.8, info  # chance is 0.1
+    assert info["train_accuracy"] > 0.8, info
+    logits = result.model.predict(bundled.x_test, verbose=0)
+    assert np.mean(logits.argmax(axis=1) == bundled.y_test) == pytest.approx(info["test_accuracy"], abs=1e-6)
