@@ -181,6 +181,14 @@ def test_multirun_sweep_writes_one_directory_per_job(sanity, tmp_path):
     manifests = sorted((tmp_path / "sweep").rglob("metrics.csv"))
     assert len(manifests) == 2
     assert {p.parent.name.split("_", 1)[1].split("_mnist_")[0] for p in manifests} == {"mnist_cnn", "mnist_mlp"}
+    import pandas as pd
+
+    verdict = pd.read_csv(tmp_path / "sweep" / "sweep_verdict.csv")
+    assert sorted(verdict["model"]) == ["mnist_cnn", "mnist_mlp"]
+    assert set(verdict["method"]) == {"gradient"} and set(verdict["test"]) == {"cascading"}
+    summary = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv")
+    assert len(summary) == 2 * 5  # two jobs x five stages, one method and metric
+    assert "Sweep verdict (2 jobs)" in result.stdout
 
 
 def test_readme_opens_with_two_commands_and_ci_runs_its_test_command():
