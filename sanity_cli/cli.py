@@ -128,6 +128,8 @@ def check_output_dir(overrides: list[str], multirun: bool) -> None:
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     explicit = [o[len(key):] for o in overrides if o.startswith(key)]
     target = Path(explicit[-1]) if explicit and "${" not in explicit[-1] else Path.cwd() / "results"
+    if explicit and not multirun and (target / "manifest.json").exists():
+        raise SanityError(f"{target} already holds a finished run; pick a new hydra.run.dir")
     try:
         target.mkdir(parents=True, exist_ok=True)
         probe = target / f".sanity-write-test-{os.getpid()}"
@@ -139,6 +141,14 @@ def check_output_dir(overrides: list[str], multirun: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("sanity: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import methods
+from . import methods, randomize
+from .methods.engine import OUTPUTS
+from .methods.integrated_gradients import RULES
 from .errors import SanityError
 from .metrics import METRIC_NAMES
 from .training import TrainSettings, normalize_labels_mode
 
 TESTS = ("cascading", "independent", "data")
 TARGETS = ("predicted", "label")
+DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
 
 
 @dataclass
@@ -58,9 +61,12 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
         for count in ("samples", "steps"):
             if count in params:
                 _positive_int(params[count], f"method.{key}.{count}")
+        if params.get("base_params", {}) is None:
+            params["base_params"] = {}
         if "steps" in params.get("base_params", {}):
             _positive_int(params["base_params"]["steps"], f"method.{key}.base_params.steps")
-        if "sigma" in params and not (isinstance(params["sigma"], (int, float)) and params["sigma"] > 0):
+        sigma = params.get("sigma", 1.0)
+        if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) and sigma > 0):
             raise SanityError(f"method.{key}.sigma must be > 0, got {params['sigma']!r}")
         if "base" in params:
             base = methods.REGISTRY.get(params["base"])
@@ -70,6 +76,8 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
                                   f"choose from {valid}")
             methods.check_params(f"{key}.base_params ({params['base']})", base, params.get("base_params") or {})
         name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
+        if name in [run.name for run in runs]:
+            raise SanityError(f"method '{key}' produces '{name}' twice; drop one of them from method=[...]")
         runs.append(MethodRun(name, kind, params))
     if not runs:
         raise SanityError("no method selected; e.g. method=[gradient,guided_backprop]")
@@ -108,5 +116,36 @@ def validate(cfg: DictConfig) -> None:
                           f"({', '.join(cfg.metric)}); add it to metric=[...]")
     normalize_labels_mode(cfg.labels)
     train_settings(cfg)
-    method_runs(cfg)
+    validate_model_and_data(cfg)
+    if cfg.test.name != "data":
+        if cfg.test.init not in randomize.INITS:
+            raise SanityError(f"test.init must be one of {', '.join(randomize.INITS)}, got {cfg.test.init!r}")
+        if isinstance(cfg.test.init_std, bool) or not isinstance(cfg.test.init_std, (int, float)) \
+                or not cfg.test.init_std > 0:
+            raise SanityError(f"test.init_std must be a number > 0, got {cfg.test.init_std!r}")
+    for key in ("plots",):
+        if not isinstance(cfg[key], bool):
+            raise SanityError(f"{key} must be true or false, got {cfg[key]!r}")
+    for run in method_runs(cfg):
+        for params in (run.params, run.params.get("base_params") or {}):
+            if "output" in params and params["output"] not in OUTPUTS:
+                raise SanityError(f"method.{run.name}.output must be one of {', '.join(OUTPUTS)}, "
+                                  f"got {params['output']!r}")
+            if "rule" in params and params["rule"] not in RULES:
+                raise SanityError(f"method.{run.name}.rule must be one of {', '.join(RULES)}, got {params['rule']!r}")
     metric_params(cfg)
+
+
+def validate_model_and_data(cfg: DictConfig) -> None:
+    """Photos go with Inception, digits with the MNIST models; data sources and sizes are known values."""
+    photos, inception = cfg.data.name == "images", cfg.model.name == "inception"
+    if photos != inception:
+        fix = "data=images" if inception else "data=mnist or data=fashion_mnist"
+        raise SanityError(f"model={cfg.model.name} cannot explain data={cfg.data.name}; use {fix}")
+    if photos:
+        if cfg.data.size != 299:
+            raise SanityError(f"data.size must be 299 for InceptionV3, got {cfg.data.size!r}")
+        if cfg.data.max_images is not None:
+            _positive_int(cfg.data.max_images, "data.max_images")
+    elif cfg.data.source not in DATA_SOURCES:
+        raise SanityError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {cfg.data.source!r}")

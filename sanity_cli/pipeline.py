@@ -328,6 +328,8 @@ def train(cfg: DictConfig, run_dir: Path) -> training.TrainedModel:
     """`sanity train`: train (or load from the cache) one model and report its accuracies."""
     started = time.time()
     config_checks.validate(cfg)
+    if cfg.model.name == "inception":
+        raise SanityError("sanity train trains the MNIST models; InceptionV3 comes pretrained (model.weights=...)")
     prepare_run_dir(run_dir)
     dataset = load_data(cfg)
     trained = load_model(cfg, dataset, training.normalize_labels_mode(cfg.labels))

@@ -10,12 +10,14 @@ METRIC_COLUMNS = ["model", "test", "stage", "block", "method", "metric", "image"
 
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per (stage, block, method, metric): mean, std, 95% t-interval of the mean over images and repeats,
-    n (defined values) and n_undefined (constant maps: correlation undefined, left out of the mean)."""
+    """Per (stage, block, method, metric): mean, std, 95% t-interval of the mean over images (each image
+    averaged over repeats first), n (images with a defined value), seed_std (spread of the per-repeat means)
+    and n_undefined (constant maps: correlation undefined, left out of the mean)."""
     rows = []
     keys = ["model", "test", "stage", "block", "method", "metric"]
     for key, group in metrics.groupby(keys, sort=False):
-        values = group.loc[~group["undefined"], "value"].to_numpy(float)
+        # one value per image (its mean over randomization repeats): images are the independent samples
+        values = group[~group["undefined"]].groupby("image")["value"].mean().to_numpy(float)
         n = len(values)
         mean = float(values.mean()) if n else np.nan
         std = float(values.std(ddof=1)) if n > 1 else (0.0 if n == 1 else np.nan)
@@ -39,6 +41,8 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, threshold: float, con
         chosen = chosen[chosen["stage"] == chosen["stage"].max()]
     rows = []
     for method, group in chosen.groupby("method", sort=False):
+        undefined = int(group["n_undefined"].sum())
+        group = group[group["n"] > 0]  # a block whose maps were all constant has no mean to pool
         n = int(group["n"].sum())
         mean = float(np.average(group["mean"], weights=group["n"])) if n else np.nan
         if np.isnan(mean):
@@ -47,8 +51,7 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, threshold: float, con
             outcome = "FAIL" if mean >= threshold else "PASS"
         rows.append({"method": method, "role": "control" if method in controls else "method", "metric": metric,
                      "similarity": mean, "ci_low": float(group["ci_low"].min()),
-                     "ci_high": float(group["ci_high"].max()), "n": n,
-                     "n_undefined": int(group["n_undefined"].sum()), "threshold": threshold, "verdict": outcome,
+                     "ci_high": float(group["ci_high"].max()), "n": n, "n_undefined": undefined, "threshold": threshold, "verdict": outcome,
                      "compared": _compared(test, group)})
     table = pd.DataFrame(rows)
     if len(table):
@@ -60,7 +63,7 @@ def _compared(test: str, group: pd.DataFrame) -> str:
     if test == "cascading":
         return f"trained vs all blocks randomized (down to {group['block'].iloc[0]})"
     if test == "independent":
-        return f"trained vs each block alone ({len(group)} blocks), mean"
+        return f"trained vs each block alone ({len(group)} blocks), mean; CI = range of the block CIs"
     return "true-label vs permuted-label model"
 
 

@@ -176,6 +176,8 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
         raise SanityError(f"cannot create model cache dir {cache} ({err.strerror}); set cache_dir=DIR") from None
     key = cache_key(arch, dataset, labels, seed, settings)
     model_path, meta_path = cache / f"{key}.keras", cache / f"{key}.json"
+    if not os.access(cache, os.W_OK):
+        raise SanityError(f"the model cache dir {cache} is not writable; set cache_dir=DIR or SANITY_CACHE_DIR")
     with FileLock(str(cache / f"{key}.lock")):
         if model_path.exists() or meta_path.exists():
             try:

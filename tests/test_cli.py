@@ -51,7 +51,8 @@ def test_groups_are_the_documented_interface():
 def test_every_single_choice_composes_and_validates(group):
     for choice in GROUPS[group]:
         override = f"{group}={choice}"
-        cfg = composed(override)
+        photos = (group, choice) == ("data", "images")  # photos go with Inception
+        cfg = composed(override, *(["model=inception"] if photos else []))
         config.validate(cfg)
         if group in ("model", "data", "test", "budget"):
             assert cfg[group].name == choice
@@ -98,6 +99,18 @@ def test_generic_smoothgrad_is_named_after_its_base():
     (["n_images=0"], "n_images"),
     (["target=foo"], "target"),
     (["verdict.metric=ssim", "metric=[spearman_abs]"], "verdict.metric"),
+    (["data=images"], "data=mnist or data=fashion_mnist"),
+    (["model=inception", "data.size=224"], "data.size"),
+    (["model=inception", "data.max_images=0"], "data.max_images"),
+    (["test.init=foo"], "test.init"),
+    (["test.init_std=-1"], "test.init_std"),
+    (["data.source=foo"], "data.source"),
+    (["method.gradient.output=foo"], "output"),
+    (["method.integrated_gradients.rule=foo"], "rule"),
+    (["method=[smoothgrad,smoothgrad_gradient]"], "twice"),
+    (["method=[smoothgrad_integrated_gradients]", "+method.smoothgrad_integrated_gradients.base_params.stepz=3"],
+     "stepz"),
+    (["plots=maybe"], "plots"),
 ])
 def test_bad_values_are_rejected_before_any_work(overrides, fragment):
     with pytest.raises(SanityError, match=re.escape(fragment)):
@@ -226,3 +239,31 @@ def test_unwritable_output_directory(sanity, tmp_path):
     result = sanity("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", f"hydra.run.dir={target}")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_a_stage_exits_130_and_keeps_nothing_half_written(tmp_path, model_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, SANITY_CACHE_DIR=str(model_cache), PYTHONUNBUFFERED="1")
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "sanity_cli", "run", "n_images=200",
+                                "method=[smoothgrad_integrated_gradients]", "budget.smoothgrad_samples=50",
+                                "budget.ig_steps=50", f"hydra.run.dir={run_dir}"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        log = run_dir / "cli.log"
+        if log.exists() and "run: cascading test" in log.read_text():
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, (out[-2000:], err[-2000:])
+    assert "Traceback" not in err and "interrupted" in err
+    assert not (run_dir / "metrics.csv").exists() and not (run_dir / "manifest.json").exists()
+    assert not list(run_dir.glob(".*.tmp*")), "no temporary file may be left behind"

@@ -8,7 +8,6 @@ Weights are read from the model's variables at call time, so in-place randomizat
 from __future__ import annotations
 
 import contextlib
-import weakref
 from typing import Callable
 
 import numpy as np
@@ -161,14 +160,14 @@ def _chunked(call, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.nd
     return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 
-_ENGINES: "weakref.WeakKeyDictionary[keras.Model, GradientEngine]" = weakref.WeakKeyDictionary()
-
-
 def engine_for(model: keras.Model) -> GradientEngine:
-    """The model's engine (its traced functions are reused across calls, stages and methods)."""
-    if model not in _ENGINES:
-        _ENGINES[model] = GradientEngine(model)
-    return _ENGINES[model]
+    """The model's engine (its traced functions are reused across calls, stages and methods). It lives on the
+    model itself, so both are freed together."""
+    engine = model.__dict__.get("_sanity_engine")
+    if engine is None:
+        engine = GradientEngine(model)
+        object.__setattr__(model, "_sanity_engine", engine)
+    return engine
 
 
 def accumulate_over_points(grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
