@@ -98,14 +98,16 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def precheck(overrides: list[str], multirun: bool) -> None:
-    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir."""
+def precheck(overrides: list[str], multirun: bool) -> list:
+    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir.
+    Returns the composed configs."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from . import config as config_checks
 
+    composed = []
     try:
         jobs = expand_sweeps(overrides, multirun)
         for job in jobs:
@@ -115,12 +117,50 @@ def precheck(overrides: list[str], multirun: bool) -> None:
                 cfg = compose(config_name="sanity", overrides=job)
             OmegaConf.resolve(cfg)
             config_checks.validate(cfg)
+            composed.append(cfg)
     except SanityError:
         raise
     except Exception as err:  # Hydra / OmegaConf composition errors
         raise SanityError(f"{one_line(err)} (see 'sanity --help' for the config groups)") from None
     finally:
         GlobalHydra.instance().clear()
+    return composed
+
+
+def explicit_run_dir(overrides: list[str]) -> Path | None:
+    key = "hydra.run.dir="
+    explicit = [o[len(key):] for o in overrides if o.startswith(key)]
+    return Path(explicit[-1]) if explicit and "${" not in explicit[-1] else None
+
+
+def find_resumable(cfg, results: Path) -> Path | None:
+    """The newest unfinished run directory under `results` started by this same config."""
+    from .units import UNITS_DIR, RUN_FILE, config_fingerprint, saved_fingerprint
+
+    fingerprint = config_fingerprint(cfg)
+    candidates = [p.parent.parent for p in results.rglob(f"{UNITS_DIR}/{RUN_FILE}")] if results.is_dir() else []
+    candidates = [d for d in candidates
+                  if saved_fingerprint(d) == fingerprint and not (d / "manifest.json").exists()]
+    return max(candidates, key=lambda d: (d / UNITS_DIR / RUN_FILE).stat().st_mtime, default=None)
+
+
+def resume_overrides(cfg, args: list[str], overrides: list[str]) -> list[str] | None:
+    """`resume=true`: point Hydra at the run to continue. Returns the new args, or None when the named run
+    is already finished (its verdict is printed again)."""
+    run_dir = explicit_run_dir(overrides)
+    if run_dir is None:
+        found = find_resumable(cfg, Path.cwd() / "results")
+        if found is None:
+            print("resume: no unfinished run of this config under ./results; starting a new one", file=sys.stderr)
+            return args
+        print(f"resume: continuing {found}", file=sys.stderr)
+        return args + [f"hydra.run.dir={found}"]
+    if not (run_dir / "manifest.json").exists():
+        return args  # unfinished or new: the pipeline resumes its units
+    from .pipeline import report_finished
+
+    report_finished(run_dir, cfg)
+    return None
 
 
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
@@ -168,7 +208,12 @@ def _main(argv: list[str] | None = None) -> int:
     if not informational:
         try:
             overrides, multirun = split_args(args)
-            precheck(overrides, multirun)
+            configs = precheck(overrides, multirun)
+            if command == "run" and not multirun and configs[0].resume:
+                args = resume_overrides(configs[0], args, overrides)
+                if args is None:
+                    return 0
+                overrides, _ = split_args(args)
             check_output_dir(overrides, multirun)
         except SanityError as err:
             if debug:

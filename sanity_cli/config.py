@@ -123,7 +123,7 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(cfg.test.init_std, bool) or not isinstance(cfg.test.init_std, (int, float)) \
                 or not cfg.test.init_std > 0:
             raise SanityError(f"test.init_std must be a number > 0, got {cfg.test.init_std!r}")
-    for key in ("plots",):
+    for key in ("plots", "resume"):
         if not isinstance(cfg[key], bool):
             raise SanityError(f"{key} must be true or false, got {cfg[key]!r}")
     for run in method_runs(cfg):

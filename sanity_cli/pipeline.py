@@ -6,6 +6,7 @@ cascading and independent) and Sec. 4 (data randomization).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -21,9 +22,9 @@ from . import config as config_checks
 from . import data as data_sources
 from . import methods, metrics, models, randomize, report, training
 from .errors import SanityError
-from .io import atomic_path
+from .io import atomic_path, write_json
 from .manifest import build_manifest, device_summary
-from .io import write_json
+from .units import UnitStore, config_fingerprint, stage_unit
 
 log = logging.getLogger("sanity").info
 
@@ -168,33 +169,65 @@ def randomize_stage(model, stage: Stage, blocks: list[models.Block], trained_wei
 
 # ---------------------------------------------------------------- compare
 
-class Comparison:
-    """Collects metric rows and the normalised maps shown in the grids."""
+def compare_stage(reference: dict[str, np.ndarray], maps: dict[str, np.ndarray], metric_params: dict,
+                  grid_images: int) -> dict[str, np.ndarray]:
+    """One stage's results as arrays (a resumable unit): per method and metric the similarity of each
+    image's map with its reference map and whether it was undefined, plus the normalised maps shown in the
+    grids."""
+    unit = {}
+    for name, explained in maps.items():
+        for metric, params in metric_params.items():
+            values, undefined = metrics.compare(reference[name], explained, metric, **params)
+            unit[f"value/{name}/{metric}"] = np.asarray(values, np.float64)
+            unit[f"undefined/{name}/{metric}"] = np.asarray(undefined, bool)
+        shown = explained[:grid_images]
+        unit[f"absolute/{name}"] = metrics.normalize_absolute(shown)
+        unit[f"diverging/{name}"] = metrics.normalize_diverging(shown)
+    return unit
 
-    def __init__(self, cfg: DictConfig, reference: dict[str, np.ndarray], image_ids: np.ndarray,
-                 grid_images: int):
+
+class Comparison:
+    """Collects every stage's metric rows and the normalised maps shown in the grids. Each stage is one unit
+    of work, saved as it finishes and skipped when a killed run is resumed."""
+
+    def __init__(self, cfg: DictConfig, runs, image_ids: np.ndarray, units: UnitStore):
         self.cfg = cfg
-        self.reference = reference
+        self.names = [run.name for run in runs]
         self.metric_params = config_checks.metric_params(cfg)
         self.image_ids = image_ids
-        self.grid_images = grid_images
+        self.units = units
+        self.reference: dict[str, np.ndarray] = {}
         self.frames: list[pd.DataFrame] = []
-        self.grid_abs: dict[str, list[np.ndarray]] = {name: [] for name in reference}
-        self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in reference}
+        self.grid_abs: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
+        self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.stage_labels: list[str] = []
 
-    def add(self, stage: Stage, repeat: int, maps: dict[str, np.ndarray]) -> None:
-        for name, explained in maps.items():
-            for metric, params in self.metric_params.items():
-                values, undefined = metrics.compare(self.reference[name], explained, metric, **params)
+    def set_reference(self, stage: "Stage", explain) -> None:
+        """The reference maps (stage 0), explained now or loaded from a finished unit."""
+        saved = self.units.load("reference")
+        if saved is None:
+            saved = explain()
+            self.units.save("reference", saved)
+        self.reference = {name: saved[name] for name in self.names}
+        self.add(stage, 0, lambda: self.reference)
+
+    def add(self, stage: "Stage", repeat: int, explain) -> None:
+        """Compare the stage's maps (explain() is called only when the unit is not finished yet)."""
+        name = stage_unit(stage.index, repeat)
+        unit = self.units.load(name)
+        if unit is None:
+            unit = compare_stage(self.reference, explain(), self.metric_params, self.cfg.grid_images)
+            self.units.save(name, unit)
+        for method in self.names:
+            for metric in self.metric_params:
                 self.frames.append(pd.DataFrame({
                     "model": self.cfg.model.name, "test": self.cfg.test.name, "stage": stage.index,
-                    "block": stage.block, "method": name, "metric": metric, "image": self.image_ids,
-                    "repeat": repeat, "value": values, "undefined": undefined}))
+                    "block": stage.block, "method": method, "metric": metric, "image": self.image_ids,
+                    "repeat": repeat, "value": unit[f"value/{method}/{metric}"],
+                    "undefined": unit[f"undefined/{method}/{metric}"]}))
             if repeat == 0:
-                shown = explained[: self.grid_images]
-                self.grid_abs[name].append(metrics.normalize_absolute(shown))
-                self.grid_div[name].append(metrics.normalize_diverging(shown))
+                self.grid_abs[method].append(unit[f"absolute/{method}"])
+                self.grid_div[method].append(unit[f"diverging/{method}"])
         if repeat == 0:
             self.stage_labels.append(stage.block)
 
@@ -206,32 +239,34 @@ class Comparison:
         return {name: np.stack(stages, axis=1) for name, stages in source.items()}
 
 
-def run_model_randomization(cfg, trained, runs, images, targets, image_ids) -> Comparison:
+def run_model_randomization(cfg, trained, runs, images, targets, image_ids, units: UnitStore) -> Comparison:
+    """Paper Sec. 3.1. Randomizing a block is cheap, explaining is not: a resumed run replays the seeded
+    re-initialisations of finished stages (so later stages see the same weights) but skips their maps."""
     model = trained.model
     blocks = models.randomization_blocks(model)
     stages = plan_stages(cfg.test.name, blocks)
     trained_weights = randomize.snapshot(model)
-    reference = explain_all(model, runs, images, targets, cfg, stage=0, repeat=0)
-    comparison = Comparison(cfg, reference, image_ids, cfg.grid_images)
-    comparison.add(stages[0], 0, reference)
+    comparison = Comparison(cfg, runs, image_ids, units)
+    comparison.set_reference(stages[0], lambda: explain_all(model, runs, images, targets, cfg, stage=0, repeat=0))
     try:
         for repeat in range(cfg.test.repeats):
             randomize.restore(model, trained_weights)
             for stage in tqdm(stages[1:], desc=f"stages (repeat {repeat})", disable=None):
                 randomize_stage(model, stage, blocks, trained_weights, cfg, repeat)
-                comparison.add(stage, repeat, explain_all(model, runs, images, targets, cfg, stage.index, repeat))
+                comparison.add(stage, repeat, lambda: explain_all(model, runs, images, targets, cfg,
+                                                                  stage.index, repeat))
     finally:
         randomize.restore(model, trained_weights)
     return comparison
 
 
-def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids) -> Comparison:
+def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units: UnitStore) -> Comparison:
     """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models."""
-    reference = explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0)
-    comparison = Comparison(cfg, reference, image_ids, cfg.grid_images)
-    comparison.add(Stage(0, "true_labels"), 0, reference)
+    comparison = Comparison(cfg, runs, image_ids, units)
+    comparison.set_reference(Stage(0, "true_labels"),
+                             lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
     comparison.add(Stage(1, "permuted_labels"), 0,
-                   explain_all(permuted.model, runs, images, targets, cfg, stage=1, repeat=0))
+                   lambda: explain_all(permuted.model, runs, images, targets, cfg, stage=1, repeat=0))
     return comparison
 
 
@@ -268,8 +303,13 @@ def model_rows(cfg, *trained_models) -> pd.DataFrame:
                          for t in trained_models])
 
 
+def finished(run_dir: Path) -> bool:
+    """A run directory is finished once its manifest (written last) exists."""
+    return (Path(run_dir) / "manifest.json").exists()
+
+
 def prepare_run_dir(run_dir: Path) -> None:
-    if (run_dir / "manifest.json").exists():
+    if finished(run_dir):
         raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,38 +321,62 @@ def prepare_run_dir(run_dir: Path) -> None:
                           f"pass a writable hydra.run.dir=DIR") from None
 
 
+def report_finished(run_dir: Path, cfg: DictConfig) -> Path:
+    """`resume=true` on a finished run of the same config: nothing to do; show its verdict again."""
+    try:
+        fingerprint = json.loads((run_dir / "manifest.json").read_text()).get("config_fingerprint")
+    except (OSError, ValueError):
+        fingerprint = None
+    if fingerprint != config_fingerprint(cfg):
+        raise SanityError(f"{run_dir} holds a finished run of a different config; pick a new hydra.run.dir")
+    print(f"already complete: {run_dir}")
+    verdict_file = run_dir / "verdict.csv"
+    if verdict_file.exists():
+        print(report.format_verdict(pd.read_csv(verdict_file)))
+    return run_dir
+
+
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     """`sanity run`: one randomization test, all outputs written to run_dir."""
     timer, started = Timer(), time.time()
     config_checks.validate(cfg)
+    if cfg.resume and finished(run_dir):
+        return report_finished(run_dir, cfg)
     prepare_run_dir(run_dir)
-    log(f"device: {device_summary()}")
-    with timer.phase("data"):
-        dataset = load_data(cfg)
-        image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
-        shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
-        images = to_model_space(shown, cfg.model.input_range)
-    with timer.phase("model"):
-        trained = load_model(cfg, dataset, "true")
-        permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
-    runs = applicable_methods(cfg, trained.model)
-    targets = choose_targets(cfg, trained.model, images, labels)
-    log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
-        f"metrics {', '.join(cfg.metric)}")
-    with timer.phase("explain_randomize_compare"):
-        if cfg.test.name == "data":
-            comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids)
-        else:
-            comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids)
-    with timer.phase("write"):
-        captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
-        verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions)
-        models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
-        with atomic_path(run_dir / "models.csv") as tmp:
-            models_table.to_csv(tmp, index=False, float_format="%.6g")
-    write_json(run_dir / "manifest.json", build_manifest(
-        cfg, dataset=dataset, models=models_table.to_dict(orient="records"), phases=timer.seconds,
-        started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist()}))
+    units = UnitStore(run_dir, config_fingerprint(cfg), log=log)
+    resumed_units = units.open()
+    try:
+        log(f"device: {device_summary()}")
+        with timer.phase("data"):
+            dataset = load_data(cfg)
+            image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
+            shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
+            images = to_model_space(shown, cfg.model.input_range)
+        with timer.phase("model"):
+            trained = load_model(cfg, dataset, "true")
+            permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
+        runs = applicable_methods(cfg, trained.model)
+        targets = choose_targets(cfg, trained.model, images, labels)
+        log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
+            f"metrics {', '.join(cfg.metric)}")
+        with timer.phase("explain_randomize_compare"):
+            if cfg.test.name == "data":
+                comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units)
+            else:
+                comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units)
+        with timer.phase("write"):
+            captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
+            verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions)
+            models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
+            with atomic_path(run_dir / "models.csv") as tmp:
+                models_table.to_csv(tmp, index=False, float_format="%.6g")
+        write_json(run_dir / "manifest.json", build_manifest(
+            cfg, dataset=dataset, models=models_table.to_dict(orient="records"), phases=timer.seconds,
+            started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist(),
+                                    "config_fingerprint": units.fingerprint, "resumed_units": resumed_units}))
+        units.remove()
+    finally:
+        units.release()
     print(f"\nVerdict ({cfg.verdict.metric}; FAIL = maps still similar after randomization, "
           f"threshold {cfg.verdict.threshold}):")
     print(report.format_verdict(verdict))

@@ -1,0 +1,130 @@
+"""Unattended runs: kill -9 in the middle and resume, resume=true finding the run, one writer per run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sanity_cli.errors import SanityError
+from sanity_cli.units import UnitStore
+
+from test_cli import assert_one_line_error
+
+ARGS = ("run", "method=[gradient,smoothgrad_gradient]", "metric=[spearman_abs,ssim]", "n_images=24",
+        "budget.smoothgrad_samples=32", "plots=false")
+
+
+def visible_partial_files(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+
+
+def test_killed_run_resumes_to_the_same_metrics(sanity, tmp_path, model_cache):
+    """SIGKILL after two randomized stages are saved; the resumed run skips them and ends byte-identical."""
+    reference = sanity(*ARGS, f"hydra.run.dir={tmp_path / 'uninterrupted'}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ, SANITY_CACHE_DIR=str(model_cache), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "sanity_cli", *ARGS, f"hydra.run.dir={run_dir}"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "units" / "stage-02-repeat-0.npz").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (run_dir / "metrics.csv").exists() and not (run_dir / "manifest.json").exists()
+
+    resumed = sanity(*ARGS, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    skipped = int(log.split("resume: ")[1].split(" finished units")[0])
+    assert skipped >= 4  # reference, stage 0, stages 1 and 2
+    assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "uninterrupted" / "metrics.csv").read_bytes()
+    assert (run_dir / "summary.csv").read_bytes() == (tmp_path / "uninterrupted" / "summary.csv").read_bytes()
+    assert not (run_dir / "units").exists(), "units are removed once the run is finished"
+    assert not visible_partial_files(run_dir)
+
+
+def test_resume_true_finds_the_unfinished_run_of_the_same_config(sanity, tmp_path):
+    small = ("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=3", "plots=false")
+    results = tmp_path / "results" / "2026-01-01"
+    mine, other = results / "mine", results / "other"
+    for run_dir, extra in ((mine, ()), (other, ("seed=1",))):
+        done = sanity(*small, *extra, f"hydra.run.dir={run_dir}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    expected = (mine / "metrics.csv").read_bytes()
+    for run_dir in (mine, other):  # make both unfinished again, as a crash after their units would
+        fingerprint = json.loads((run_dir / "manifest.json").read_text())["config_fingerprint"]
+        (run_dir / "manifest.json").unlink()
+        (run_dir / "metrics.csv").unlink()
+        UnitStore(run_dir, fingerprint, log=lambda *_: None).open()
+
+    resumed = sanity(*small, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume: continuing {mine}" in resumed.stderr
+    assert (mine / "metrics.csv").read_bytes() == expected
+    assert not (other / "metrics.csv").exists(), "a run of another config is never resumed"
+
+    again = sanity(*small, "resume=true", f"hydra.run.dir={mine}")
+    assert again.returncode == 0 and "already complete" in again.stdout
+    assert (mine / "metrics.csv").read_bytes() == expected
+
+    nothing = sanity(*small, "seed=2", "resume=true", "plots=false")
+    assert nothing.returncode == 0 and "starting a new one" in nothing.stderr
+
+
+def test_finished_run_of_another_config_is_never_overwritten(sanity, tmp_path):
+    run_dir = tmp_path / "fixed"
+    small = ("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false")
+    assert sanity(*small, f"hydra.run.dir={run_dir}").returncode == 0
+    before = (run_dir / "metrics.csv").read_bytes()
+    result = sanity(*small, "n_images=3", "resume=true", f"hydra.run.dir={run_dir}")
+    assert_one_line_error(result, "different config")
+    assert (run_dir / "metrics.csv").read_bytes() == before
+
+
+def test_unfinished_run_dir_of_another_config_is_refused(sanity, tmp_path):
+    run_dir = tmp_path / "unfinished"
+    UnitStore(run_dir, "0123456789abcdef", log=lambda *_: None).open()
+    result = sanity("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", f"hydra.run.dir={run_dir}")
+    assert_one_line_error(result, "different config", "hydra.run.dir")
+    assert not (run_dir / "metrics.csv").exists()
+
+
+def test_one_writer_per_run_dir(tmp_path):
+    first = UnitStore(tmp_path, "f" * 16, log=lambda *_: None)
+    first.open()
+    with pytest.raises(SanityError, match="another sanity process"):
+        UnitStore(tmp_path, "f" * 16, log=lambda *_: None).open()
+    first.release()
+    UnitStore(tmp_path, "f" * 16, log=lambda *_: None).open()
+
+
+def test_damaged_unit_is_recomputed_and_stale_temporary_files_removed(tmp_path):
+    lines = []
+    store = UnitStore(tmp_path, "a" * 16, log=lines.append)
+    store.open()
+    store.save("stage-01-repeat-0", {"value/gradient/ssim": np.arange(3.0)})
+    loaded = store.load("stage-01-repeat-0")
+    np.testing.assert_array_equal(loaded["value/gradient/ssim"], np.arange(3.0))
+    assert store.load("stage-02-repeat-0") is None
+    store.release()
+
+    path = tmp_path / "units" / "stage-01-repeat-0.npz"
+    path.write_bytes(path.read_bytes()[:40])  # truncated by a crash of the disk, not of ours
+    stale = tmp_path / ".metrics.abc.tmp.csv"
+    stale.write_text("half")
+    again = UnitStore(tmp_path, "a" * 16, log=lines.append)
+    assert again.open() == 1
+    assert not stale.exists()
+    assert again.load("stage-01-repeat-0") is None
+    assert any("unreadable" in line for line in lines)
