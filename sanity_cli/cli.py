@@ -18,7 +18,10 @@ from .errors import SanityError
 COMMANDS = {
     "run": "run a sanity check (model or data randomization) and write tables, grids and plots",
     "train": "train (or load from the cache) one model: labels=true|permuted",
+    "reproduce": "re-run a named suite unattended (cron); exit 1 when a verdict changed: reproduce SUITE "
+                 "[--results DIR] [overrides]",
 }
+NOT_GROUPS = ("suites", "hydra")  # folders of configs/ that are not `sanity run` config groups
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                           "--config-dir", "-cd", "--experimental-rerun"}
 MAX_PRECHECKED_JOBS = 256
@@ -36,7 +39,8 @@ def config_dir() -> Path:
 def group_choices() -> dict[str, list[str]]:
     root = config_dir()
     return {group.name: sorted(p.stem for p in group.glob("*.yaml"))
-            for group in sorted(root.iterdir()) if group.is_dir() and any(group.glob("*.yaml"))}
+            for group in sorted(root.iterdir())
+            if group.is_dir() and group.name not in NOT_GROUPS and any(group.glob("*.yaml"))}
 
 
 def help_text() -> str:
@@ -45,12 +49,17 @@ def help_text() -> str:
     lines += [f"  {name:8s} {text}" for name, text in COMMANDS.items()]
     lines += ["", "config groups (pick one with GROUP=CHOICE; method and metric take lists: 'method=[a,b]'):"]
     lines += [f"  {group:12s} {', '.join(choices)}" for group, choices in group_choices().items()]
+    lines += ["", "suites for 'sanity reproduce SUITE' (configs/suites/):",
+              f"  {', '.join(sorted(p.stem for p in (config_dir() / 'suites').glob('*.yaml')))}",
+              "", "sweep launchers: hydra/launcher=parallel (local processes), hydra/launcher=slurm (clusters)"]
     lines += ["", "examples:",
               "  sanity run                                   # MNIST CNN, cascading, smoke budget",
               "  sanity run model=mnist_cnn data=fashion_mnist test=cascading budget=smoke",
               "  sanity run test=data 'method=[gradient,guided_backprop]'",
               "  sanity run -m model=mnist_cnn,mnist_mlp test=cascading,independent",
               "  sanity train model=mnist_mlp labels=permuted",
+              "  sanity run resume=true                       # continue the killed run of this config",
+              "  sanity reproduce paper_mnist                 # for cron: exit 1 when a verdict changed",
               "  sanity run --cfg job                         # print the composed config",
               "", f"configs: {config_dir()}"]
     return "\n".join(lines)
@@ -121,7 +130,9 @@ def precheck(overrides: list[str], multirun: bool) -> list:
     except SanityError:
         raise
     except Exception as err:  # Hydra / OmegaConf composition errors
-        raise SanityError(f"{one_line(err)} (see 'sanity --help' for the config groups)") from None
+        hint = ("; install the launcher with pip install 'sanity-cli[parallel]' (hydra/launcher=parallel) or "
+                "'sanity-cli[slurm]' (hydra/launcher=slurm)") if "hydra/launcher" in str(err) else ""
+        raise SanityError(f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)") from None
     finally:
         GlobalHydra.instance().clear()
     return composed
@@ -202,6 +213,8 @@ def _main(argv: list[str] | None = None) -> int:
         fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)} (see 'sanity --help')")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("HYDRA_FULL_ERROR", "1" if debug else "0")
+    if command == "reproduce":
+        return _reproduce(args, debug)
     informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg",
                               "-c") for a in args)
     import_tensorflow_quietly(debug)
@@ -220,6 +233,30 @@ def _main(argv: list[str] | None = None) -> int:
                 raise
             fail(str(err))
     return _hydra_main(command, args, debug)
+
+
+def _reproduce(args: list[str], debug: bool) -> int:
+    from .reproduce import reproduce
+
+    results, rest, i = Path("results"), [], 0
+    while i < len(args):
+        if args[i] == "--results" and i + 1 < len(args):
+            results, i = Path(args[i + 1]), i + 2
+        elif args[i].startswith("--results="):
+            results, i = Path(args[i].split("=", 1)[1]), i + 1
+        else:
+            rest.append(args[i])
+            i += 1
+    if not rest or "=" in rest[0] or rest[0].startswith("-"):
+        fail("usage: sanity reproduce SUITE [--results DIR] [overrides]; SUITE is a name from configs/suites/ "
+             "or a YAML file (see 'sanity --help')")
+    try:
+        import_tensorflow_quietly(debug)
+        return reproduce(rest[0], rest[1:], results.expanduser())
+    except SanityError as err:
+        if debug:
+            raise
+        fail(str(err))
 
 
 @contextlib.contextmanager
@@ -250,17 +287,27 @@ def import_tensorflow_quietly(debug: bool) -> None:
 def _hydra_main(command: str, args: list[str], debug: bool) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import ConfigCompositionException
 
     def task(cfg) -> None:
-        from . import pipeline
+        from hydra.types import RunMode
+
+        from . import pipeline, sweep
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
+            if in_sweep:
+                sweep.clear_failure(run_dir)
             getattr(pipeline, command)(cfg, run_dir)
         except SanityError as err:
             if debug:
                 raise
-            fail(str(err))
+            if not in_sweep:
+                fail(str(err))
+            # one bad job (e.g. a data set missing offline) must not stop the rest of a sweep
+            print(f"sanity: error: job {run_dir.name}: {err}", file=sys.stderr)
+            sweep.record_failure(run_dir, str(err))
         except KeyboardInterrupt:
             print(f"sanity: interrupted; finished results in {run_dir} are kept, nothing half-written",
                   file=sys.stderr)
@@ -268,8 +315,15 @@ def _hydra_main(command: str, args: list[str], debug: bool) -> int:
 
     sys.argv = [f"sanity {command}"] + args
     entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sanity")(task)
-    entry()
-    return 0
+    try:
+        entry()
+    except (ValueError, ConfigCompositionException) as err:  # Hydra's own usage errors, e.g. -m with --cfg
+        if debug:
+            raise
+        fail(f"{one_line(err)} (see 'sanity --help')")
+    from . import sweep
+
+    return 2 if sweep.FAILED_JOBS else 0
 
 
 if __name__ == "__main__":
