@@ -1,0 +1,182 @@
+"""`sanity reproduce SUITE`: re-run a named suite of experiments unattended (cron) and say when a verdict changed.
+
+A suite (configs/suites/NAME.yaml, or any YAML file) names jobs, each a list of `sanity run` overrides.
+One reproduce run:
+  1. takes the suite's lock (a second, overlapping cron job exits at once with code 75);
+  2. continues the suite's unfinished run if the last one was killed, else starts results/reproduce/SUITE/<time>/;
+  3. runs every job as its own `sanity run ... resume=true` process into <run>/<job>/, all output to <run>/reproduce.log;
+  4. writes <run>/suite_verdict.csv (every job's verdict), then points results/reproduce/SUITE/latest and
+     results/latest at the run;
+  5. compares each method's verdict with the suite's previous finished run and prints every change.
+Exit code: 0 all jobs finished and no verdict changed; 1 a verdict changed; 2 a job failed or bad input;
+75 the suite is already running; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import SanityError
+from .io import atomic_path
+
+SUITE_VERDICT = "suite_verdict.csv"   # written last: a suite run without it is unfinished
+LOG_FILE = "reproduce.log"
+EXIT_CHANGED, EXIT_FAILED, EXIT_BUSY = 1, 2, 75
+
+
+def suites_dir() -> Path:
+    from .cli import config_dir
+
+    return config_dir() / "suites"
+
+
+def available_suites() -> list[str]:
+    folder = suites_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def load_suite(name: str) -> tuple[str, dict[str, list[str]]]:
+    """(suite name, {job name: overrides}) from configs/suites/NAME.yaml or a YAML file path."""
+    path = Path(name).expanduser()
+    if path.suffix not in (".yaml", ".yml"):
+        path = suites_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise SanityError(f"unknown suite '{name}'; choose from {', '.join(available_suites())} or give a YAML file")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+        jobs = {str(job): [str(o) for o in overrides] for job, overrides in spec["jobs"].items()}
+    except (yaml.YAMLError, KeyError, AttributeError, TypeError) as err:
+        raise SanityError(f"suite file {path} is not valid ({type(err).__name__}); it needs 'jobs: {{NAME: "
+                          f"[override, ...]}}'") from None
+    if not jobs:
+        raise SanityError(f"suite file {path} has no jobs")
+    return path.stem, jobs
+
+
+def suite_runs(suite_root: Path) -> list[Path]:
+    return sorted(p for p in suite_root.iterdir() if p.is_dir() and not p.is_symlink()) \
+        if suite_root.is_dir() else []
+
+
+def pick_run_dir(suite_root: Path) -> tuple[Path, Path | None]:
+    """(this run's directory, the previous finished run or None): an unfinished last run is continued."""
+    runs = suite_runs(suite_root)
+    finished = [r for r in runs if (r / SUITE_VERDICT).exists()]
+    unfinished = [r for r in runs if not (r / SUITE_VERDICT).exists()]
+    previous = finished[-1] if finished else None
+    if unfinished and (previous is None or unfinished[-1].name > previous.name):
+        return unfinished[-1], previous
+    return suite_root / time.strftime("%Y-%m-%d_%H-%M-%S"), previous
+
+
+def point(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target`, atomically (a reader sees the old or the new pointer)."""
+    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
+
+
+def run_job(job: str, overrides: list[str], run_dir: Path, log) -> int:
+    command = [sys.executable, "-m", "sanity_cli", "run", *overrides, "resume=true",
+               f"hydra.run.dir={run_dir / job}"]
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: sanity run {' '.join(overrides)}\n")
+    log.flush()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+        raise
+
+
+def collect_verdicts(run_dir: Path, jobs: dict[str, list[str]]) -> pd.DataFrame:
+    frames = [pd.read_csv(run_dir / job / "verdict.csv").assign(job=job) for job in jobs
+              if (run_dir / job / "verdict.csv").exists()]
+    if not frames:
+        return pd.DataFrame(columns=["job", "method", "verdict", "similarity"])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["job"] + [c for c in table.columns if c != "job"]]
+
+
+def verdict_changes(previous: pd.DataFrame, current: pd.DataFrame) -> list[str]:
+    """One line per (job, method) whose verdict differs from the previous run's."""
+    before = previous.set_index(["job", "method"])
+    changes = []
+    for row in current.itertuples():
+        key = (row.job, row.method)
+        if key in before.index:
+            old = before.loc[key]
+            if old["verdict"] != row.verdict:
+                changes.append(f"{row.job} {row.method}: {old['verdict']} -> {row.verdict} "
+                               f"(similarity {old['similarity']:.3f} -> {row.similarity:.3f})")
+    return changes
+
+
+def reproduce(suite: str, extra: list[str], results: Path) -> int:
+    """Run the suite once (see the module docstring); returns the exit code."""
+    from filelock import FileLock, Timeout
+
+    from .cli import precheck
+
+    name, jobs = load_suite(suite)
+    for overrides in jobs.values():  # every job's config must be valid before anything runs
+        precheck(overrides + extra, False)
+    suite_root = results / "reproduce" / name
+    try:
+        suite_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SanityError(f"cannot write to {suite_root} ({err.strerror}); pass --results DIR") from None
+    lock = FileLock(str(suite_root / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"sanity: reproduce: suite '{name}' is already running (lock {suite_root / '.lock'}); "
+              f"skipping this run", file=sys.stderr)
+        return EXIT_BUSY
+    try:
+        run_dir, previous = pick_run_dir(suite_root)
+        resumed = run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"reproduce: suite '{name}', {len(jobs)} jobs, {'continuing' if resumed else 'new run'} {run_dir}")
+        failed = []
+        with open(run_dir / LOG_FILE, "a") as log:
+            for job, overrides in jobs.items():
+                started = time.time()
+                code = run_job(job, overrides + extra, run_dir, log)
+                status = "ok" if code == 0 else f"FAILED (exit {code})"
+                print(f"  {job}: {status} in {time.time() - started:.0f} s")
+                if code == 130:
+                    raise KeyboardInterrupt
+                if code != 0:
+                    failed.append(job)
+        current = collect_verdicts(run_dir, jobs)
+        with atomic_path(run_dir / SUITE_VERDICT) as tmp:
+            current.to_csv(tmp, index=False, float_format="%.8g")
+        point(suite_root / "latest", run_dir)
+        point(results / "latest", run_dir)
+        changes = verdict_changes(pd.read_csv(previous / SUITE_VERDICT), current) if previous else []
+    finally:
+        lock.release()
+    if previous is None:
+        print("reproduce: first run of this suite; nothing to compare with")
+    elif changes:
+        print(f"reproduce: {len(changes)} verdict(s) changed since {previous.name}:")
+        for line in changes:
+            print(f"  CHANGED {line}")
+    else:
+        print(f"reproduce: every verdict is the same as in {previous.name}")
+    print(f"reproduce: log {run_dir / LOG_FILE}; verdicts {run_dir / SUITE_VERDICT}")
+    if failed:
+        print(f"sanity: error: {len(failed)} job(s) failed: {', '.join(failed)}; see {run_dir / LOG_FILE}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_CHANGED if changes else 0

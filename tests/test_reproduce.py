@@ -1,0 +1,127 @@
+"""`sanity reproduce` for cron: a lock, resumable suite runs, a latest pointer, a log, and a non-zero exit
+when a verdict changed against the previous run of the same suite."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from sanity_cli import cli, reproduce
+
+from test_cli import assert_one_line_error
+
+CHEAP = ("method=[gradient,guided_backprop]", "metric=[spearman_abs]", "n_images=3", "plots=false")
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "nightly.yaml"
+    path.write_text("jobs:\n  cnn_cascading: [model=mnist_cnn, test=cascading]\n"
+                    "  mlp_cascading: [model=mnist_mlp, test=cascading]\n")
+    return path
+
+
+def test_suite_run_then_a_changed_verdict_exits_1(sanity, tmp_path, suite_file):
+    results = tmp_path / "out"
+    first = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "first run of this suite" in first.stdout
+    suite_root = results / "reproduce" / "nightly"
+    latest = (suite_root / "latest").resolve()
+    assert (results / "latest").resolve() == latest
+    verdicts = pd.read_csv(latest / "suite_verdict.csv")
+    assert sorted(set(verdicts["job"])) == ["cnn_cascading", "mlp_cascading"]
+    assert set(verdicts["method"]) == {"gradient", "guided_backprop"}
+    log = (latest / "reproduce.log").read_text()
+    assert "job cnn_cascading" in log and "job mlp_cascading" in log and "results:" in log
+
+    same = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP)
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert "every verdict is the same" in same.stdout
+
+    # A threshold of -1 makes every method FAIL: the verdicts that were PASS change, and cron hears of it.
+    changed = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP, "verdict.threshold=-1")
+    assert changed.returncode == 1, changed.stdout[-3000:] + changed.stderr[-3000:]
+    passed_before = verdicts[verdicts["verdict"] == "PASS"]
+    assert len(passed_before) >= 1
+    lines = [line for line in changed.stdout.splitlines() if line.strip().startswith("CHANGED")]
+    assert len(lines) == len(passed_before)
+    assert all("PASS -> FAIL" in line for line in lines)
+    assert len([p for p in suite_root.iterdir() if p.is_dir() and not p.is_symlink()]) == 3
+    assert (suite_root / "latest").resolve() != latest
+
+
+def test_overlapping_cron_job_skips_while_the_suite_runs(sanity, tmp_path, suite_file):
+    results = tmp_path / "out"
+    lock_dir = results / "reproduce" / "nightly"
+    lock_dir.mkdir(parents=True)
+    with FileLock(str(lock_dir / ".lock")):
+        result = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP)
+    assert result.returncode == 75, result.stderr
+    assert "already running" in result.stderr and "Traceback" not in result.stderr
+    assert not [p for p in lock_dir.iterdir() if p.is_dir()], "nothing may run while the lock is held"
+
+
+def test_failed_job_is_reported_and_the_rest_still_runs(sanity, tmp_path):
+    suite = tmp_path / "broken.yaml"
+    missing = tmp_path / "no-such-dir"
+    suite.write_text(f"jobs:\n  offline: [data=fashion_mnist, data.source=idx, 'data.path={missing}']\n"
+                     "  fine: [model=mnist_mlp]\n")
+    result = sanity("reproduce", str(suite), "--results", str(tmp_path / "out"), *CHEAP)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "offline: FAILED" in result.stdout and "fine: ok" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sanity: error:")]
+    assert len(errors) == 1 and "offline" in errors[0]
+    latest = (tmp_path / "out" / "reproduce" / "broken" / "latest").resolve()
+    assert str(missing) in (latest / "reproduce.log").read_text()
+    assert set(pd.read_csv(latest / "suite_verdict.csv")["job"]) == {"fine"}
+
+
+def test_unfinished_suite_run_is_continued(tmp_path):
+    root = tmp_path / "reproduce" / "s"
+    (root / "2026-01-01_03-00-00").mkdir(parents=True)
+    (root / "2026-01-01_03-00-00" / reproduce.SUITE_VERDICT).write_text("job,method,verdict,similarity\n")
+    (root / "2026-01-02_03-00-00").mkdir()  # killed before it wrote its verdicts
+    run_dir, previous = reproduce.pick_run_dir(root)
+    assert run_dir.name == "2026-01-02_03-00-00" and previous.name == "2026-01-01_03-00-00"
+    (run_dir / reproduce.SUITE_VERDICT).write_text("job,method,verdict,similarity\n")
+    new, previous = reproduce.pick_run_dir(root)
+    assert not new.exists() and previous.name == "2026-01-02_03-00-00"
+
+
+def test_verdict_changes_name_job_method_and_similarities():
+    before = pd.DataFrame({"job": ["a", "a", "b"], "method": ["gradient", "sobel", "gradient"],
+                           "verdict": ["PASS", "FAIL", "PASS"], "similarity": [0.1, 1.0, 0.2]})
+    after = before.assign(verdict=["FAIL", "FAIL", "PASS"], similarity=[0.7, 1.0, 0.25])
+    assert reproduce.verdict_changes(before, after) == ["a gradient: PASS -> FAIL (similarity 0.100 -> 0.700)"]
+    assert reproduce.verdict_changes(before, before) == []
+
+
+def test_latest_pointer_is_replaced_atomically(tmp_path):
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    first.mkdir(), second.mkdir()
+    reproduce.point(tmp_path / "latest", first)
+    reproduce.point(tmp_path / "latest", second)
+    assert (tmp_path / "latest").resolve() == second and os.readlink(tmp_path / "latest") == "r2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "r1", "r2"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["reproduce", "no_such_suite"], "unknown suite"),
+    (["reproduce"], "usage: sanity reproduce SUITE"),
+    (["reproduce", "smoke", "method=[nope]"], "nope"),
+])
+def test_reproduce_bad_input(sanity, tmp_path, args, fragment):
+    assert_one_line_error(sanity(*args, "--results", str(tmp_path / "out")), fragment)
+    assert not (tmp_path / "out" / "reproduce" / "no_such_suite").exists()
+
+
+def test_shipped_suites_compose():
+    for name in reproduce.available_suites():
+        _, jobs = reproduce.load_suite(name)
+        for overrides in jobs.values():
+            cli.precheck(overrides, False)
+    assert {"smoke", "paper_mnist"} <= set(reproduce.available_suites())
