@@ -9,27 +9,34 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import SanityError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic on POSIX).
 
     The temporary name keeps the file's suffix so writers that infer the format from it work.
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched; an OSError (disk full,
+    read-only file system, ...) becomes a SanityError naming the file and the fix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise SanityError(f"cannot write {path} ({err.strerror or err}); free disk space or make the "
+                          f"directory writable (earlier files are unchanged)") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

@@ -28,7 +28,8 @@ def sanity(tmp_path, model_cache):
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
         environment = dict(os.environ, SANITY_CACHE_DIR=str(model_cache), TFDS_DATA_DIR=str(tmp_path / "tfds"),
-                           PYTHONUNBUFFERED="1", **(env or {}))
+                           PYTHONUNBUFFERED="1")
+        environment.update(env or {})
         return subprocess.run([sys.executable, "-m", "sanity_cli", *args], cwd=cwd or tmp_path, env=environment,
                               capture_output=True, text=True, timeout=timeout)
 

@@ -253,7 +253,9 @@ def test_ctrl_c_during_a_stage_exits_130_and_keeps_nothing_half_written(tmp_path
     process = subprocess.Popen([sys.executable, "-m", "sanity_cli", "run", "n_images=200",
                                 "method=[smoothgrad_integrated_gradients]", "budget.smoothgrad_samples=50",
                                 "budget.ig_steps=50", f"hydra.run.dir={run_dir}"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a test runner started in the background ignores SIGINT; a terminal does not
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         log = run_dir / "cli.log"
@@ -262,7 +264,10 @@ def test_ctrl_c_during_a_stage_exits_130_and_keeps_nothing_half_written(tmp_path
         time.sleep(0.5)
     time.sleep(2)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
     assert process.returncode == 130, (out[-2000:], err[-2000:])
     assert "Traceback" not in err and "interrupted" in err
     assert not (run_dir / "metrics.csv").exists() and not (run_dir / "manifest.json").exists()

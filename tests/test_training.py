@@ -363,7 +363,8 @@ def test_atomic_writes_leave_no_temporary_files(small, tmp_path):
 
 
 def test_failed_save_leaves_no_partial_cache(small, tmp_path, monkeypatch):
-    """A model.save that dies half-way leaves neither a temp file nor a cache entry behind."""
+    """A model.save that dies half-way (disk full) is one clear error and leaves neither a temp file nor a
+    cache entry behind."""
 
     class BrokenModel:
         def save(self, path):
@@ -372,7 +373,7 @@ def test_failed_save_leaves_no_partial_cache(small, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train", lambda *a, **k: (BrokenModel(), {"labels": "true"}))
     cache = tmp_path / "cache"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SanityError, match="disk full"):
         load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log())
     assert [name for name in cache_files(cache) if not name.endswith(".lock")] == []
 

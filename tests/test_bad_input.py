@@ -1,0 +1,110 @@
+"""The bad-input matrix of unattended runs: each case is one line naming the problem and the fix, exit code 2,
+no traceback, and earlier results intact. (More cases: test_cli.py, test_data.py, test_inception.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sanity_cli.photos import load_photos
+
+from conftest import run_dirs
+from test_cli import assert_one_line_error
+
+CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["run", "nosuchkey=1"], ["nosuchkey"]),                                     # unknown key
+    (["run", "test=sideways"], ["test", "sideways"]),                            # unknown group choice
+    (["run", "n_images=abc"], ["n_images"]),                                     # wrong type
+    (["run", "method=[smoothgrad_gradient]", "method.smoothgrad_gradient.samples=-5"], ["samples"]),
+    (["run", "method=[vargrad]", "method.vargrad.sigma=0"], ["sigma", "> 0"]),
+    (["run", "method=[integrated_gradients]", "method.integrated_gradients.steps=0"], ["steps"]),
+    (["run", "verdict.threshold=-1.5"], ["threshold", "[-1, 1]"]),
+    (["run", "resume=perhaps"], ["resume"]),
+    (["run", "hydra/launcher=nonesuch"], ["nonesuch"]),
+])
+def test_bad_config_values(sanity, tmp_path, args, fragments):
+    assert_one_line_error(sanity(*args), *fragments)
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_data_path(sanity, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_one_line_error(sanity("run", *CHEAP, "data.source=idx", f"data.path={missing}"), str(missing))
+
+
+def test_empty_image_folder(sanity, tmp_path):
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a photo")
+    result = sanity("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={empty}")
+    assert_one_line_error(result, "holds no images", str(empty))
+
+
+def test_a_file_that_is_not_an_image_among_the_photos(sanity, tmp_path):
+    from skimage import data, io
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    io.imsave(folder / "cat.png", data.chelsea()[:64, :64])
+    (folder / "broken.jpg").write_text("this is text, not a JPEG")
+    result = sanity("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={folder}")
+    assert_one_line_error(result, "broken.jpg", "remove it")
+
+
+def test_grayscale_and_rgba_photos_become_rgb(tmp_path):
+    """A grayscale photo among RGB ones is the same picture in three channels; RGBA loses its alpha."""
+    from skimage import data, io
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = data.chelsea()
+    io.imsave(folder / "a_gray.png", data.camera())
+    io.imsave(folder / "b_rgb.png", rgb)
+    io.imsave(folder / "c_rgba.png", np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]))
+    photos = load_photos(str(folder), size=299, log=lambda *_: None)
+    assert photos.x_test.shape == (3, 299, 299, 3)
+    gray, colour, alpha = photos.x_test
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+    np.testing.assert_allclose(alpha, colour, atol=1e-6)
+
+
+def test_mnist_model_refuses_photos(sanity, tmp_path):
+    assert_one_line_error(sanity("run", "model=mnist_cnn", "data=images", *CHEAP), "data=mnist")
+
+
+def test_missing_weights_file(sanity, tmp_path):
+    missing = tmp_path / "inception.h5"
+    assert_one_line_error(sanity("run", "model=inception", f"model.weights={missing}", *CHEAP), str(missing))
+
+
+def test_full_disk_while_writing_results_keeps_earlier_results(sanity, tmp_path):
+    """ENOSPC while writing metrics.csv (injected through sitecustomize, as the OS would raise it): one line,
+    exit 2, no half-written file, and the earlier run next to it is untouched."""
+    earlier = sanity("run", *CHEAP)
+    assert earlier.returncode == 0, earlier.stderr[-3000:]
+    (done,) = run_dirs(tmp_path)
+    before = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()}
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "import pandas\n"
+        "_to_csv = pandas.DataFrame.to_csv\n"
+        "def to_csv(self, path=None, *args, **kwargs):\n"
+        "    if path is not None and os.path.basename(str(path)).startswith('.metrics.'):\n"
+        "        with open(path, 'w') as handle:\n"
+        "            handle.write('model,te')\n"
+        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return _to_csv(self, path, *args, **kwargs)\n"
+        "pandas.DataFrame.to_csv = to_csv\n")
+    full = tmp_path / "full"
+    result = sanity("run", *CHEAP, f"hydra.run.dir={full}", env={"PYTHONPATH": str(hooks)})
+    assert_one_line_error(result, "No space left on device", "metrics.csv")
+    assert not (full / "metrics.csv").exists() and not (full / "manifest.json").exists()
+    assert not [p for p in full.rglob("*") if ".tmp" in p.name]
+    assert {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()} == before
