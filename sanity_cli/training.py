@@ -179,6 +179,8 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
     if not os.access(cache, os.W_OK):
         raise SanityError(f"the model cache dir {cache} is not writable; set cache_dir=DIR or SANITY_CACHE_DIR")
     with FileLock(str(cache / f"{key}.lock")):
+        for stale in cache.glob(f".{key}.*.tmp*"):  # left by a process killed while saving this entry
+            stale.unlink(missing_ok=True)
         if model_path.exists() or meta_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())

@@ -378,6 +378,19 @@ def test_failed_save_leaves_no_partial_cache(small, tmp_path, monkeypatch):
     assert [name for name in cache_files(cache) if not name.endswith(".lock")] == []
 
 
+def test_temporary_files_of_a_killed_writer_are_removed(small, tmp_path):
+    """A process killed (SIGKILL) while saving leaves a hidden temporary file; the next caller of that cache
+    entry removes it under the entry's lock, so the cache never shows a partial file for long."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = cache_key("mnist_cnn", small, "true", 0, settings(max_train_images=128))
+    (cache / f".{key}.x1y2z3.tmp.keras").write_bytes(b"half a model")
+    other = cache / ".someone-else.abc.tmp.keras"
+    other.write_bytes(b"another entry being written right now")
+    load_or_train("mnist_cnn", small, "true", 0, settings(max_train_images=128), cache_dir=cache, log=Log())
+    assert sorted(p.name for p in cache.glob(".*")) == [other.name]
+
+
 def test_concurrent_callers_train_once(small, tmp_path, monkeypatch):
     """Two callers racing for the same key: the lock makes one train and the other load its result."""
     import threading
