@@ -146,3 +146,19 @@ def test_same_config_gives_the_same_bytes_including_training(sanity, tmp_path):
             assert result.returncode == 0, result.stderr[-3000:]
             outputs.append((tmp_path / name / copy / "metrics.csv").read_bytes())
         assert outputs[0] == outputs[1], f"{name}: metrics.csv differs between identical runs"
+
+
+def test_two_processes_needing_the_same_model_train_it_once(tmp_path):
+    """Overlapping cron jobs: both start `sanity train` on an empty cache at once; the cache lock makes one
+    train and the other wait and load its result, and the cache holds one valid entry."""
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SANITY_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1")
+    args = [sys.executable, "-m", "sanity_cli", "train", "model=mnist_mlp", "train.max_train_images=500"]
+    processes = [subprocess.Popen(args + [f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for name in ("first", "second")]
+    logs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], logs
+    assert sum("train: mnist_mlp on mnist" in log for log in logs) == 1, logs
+    assert sum("cache: loaded" in log for log in logs) == 1, logs
+    assert len(list(cache.glob("*.keras"))) == 1 and not list(cache.glob(".*tmp*"))
