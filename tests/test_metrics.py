@@ -227,3 +227,131 @@ def test_module_has_no_unexpected_public_names():
     public = {n for n in dir(metrics) if not n.startswith("_")}
     assert {"METRIC_NAMES", "normalize_absolute", "normalize_diverging",
             "compare", "rowwise_pearson"} <= public
+
+
+# --------------------------------------------------------------------------- #
+# vectorised HOG / ranks / percentiles against the per-map library functions
+# --------------------------------------------------------------------------- #
+def _structured_maps(h, w, rng):
+    """Random and structured (H, W) maps in [0, 1]: noise, constants, edges, stripes, spots."""
+    yy, xx = np.mgrid[:h, :w]
+    maps = [
+        rng.random((h, w)).astype(np.float32).astype(np.float64),  # what compare feeds to HOG
+        rng.random((h, w)) ** 3,                                    # full float64 mantissas
+        np.zeros((h, w)),
+        np.full((h, w), 0.7),
+        (xx >= w // 2) * 1.0,                                       # vertical edge
+        (yy >= h // 3) * 0.5,                                       # horizontal edge
+        ((xx + yy) % 7 == 0) * 1.0 + ((xx - 2 * yy) % 5 == 0) * 0.3,  # diagonal lines
+        ((xx // 3 + yy // 3) % 2) * 1.0,                            # checkerboard
+        xx / max(w - 1, 1) * 0.25 + yy / max(h - 1, 1) * 0.75,      # ramp
+        np.where((xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(h, w) / 3) ** 2, 1.0, 0.0),  # disc
+    ]
+    spot = np.zeros((h, w))
+    spot[h // 2, w // 2] = 1.0
+    maps.append(spot)
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("hw,ppc,cpb", [
+    ((28, 28), (4, 4), (2, 2)),      # MNIST default
+    ((299, 299), (16, 16), (2, 2)),  # Inception default: 299 = 18 * 16 + 11, partial cells ignored
+    ((30, 27), (4, 4), (2, 2)),      # neither side divisible by the cell size
+    ((31, 33), (5, 3), (2, 2)),      # odd, non-square cells
+    ((24, 24), (16, 16), (1, 1)),    # a single cell
+    ((7, 5), (7, 5), (1, 1)),
+    ((3, 3), (1, 1), (2, 2)),
+])
+def test_hog_batch_equals_skimage_hog(rng, hw, ppc, cpb):
+    maps = _structured_maps(*hw, rng)
+    got = metrics._hog_batch(maps, ppc, cpb)
+    expected = np.stack([hog(m, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb,
+                             block_norm="L2-Hys", feature_vector=True) for m in maps])
+    assert got.shape == expected.shape and got.dtype == np.float64
+    # the float32 cell accumulation of skimage is reproduced exactly; in practice the
+    # features are bit-identical, the tolerance only allows for platform libm differences
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("orientations", [6, 7, 12])
+def test_hog_batch_other_orientation_counts(rng, orientations):
+    # 180/7 is not an integer: exercises the exact floor-with-correction binning
+    maps = _structured_maps(20, 22, rng)
+    got = metrics._hog_batch(maps, (4, 4), (2, 2), orientations=orientations)
+    expected = np.stack([hog(m, orientations=orientations, pixels_per_cell=(4, 4), cells_per_block=(2, 2))
+                         for m in maps])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_hog_features_default_params_match_skimage(rng):
+    for shape, ppc, cpb in (((5, 28, 28), (4, 4), (2, 2)), ((2, 299, 299), (16, 16), (2, 2)),
+                            ((3, 40, 20), (16, 16), (1, 1))):  # 2x1 cells -> 1x1 blocks
+        maps = normalize_absolute(rng.standard_t(df=2, size=shape))
+        got = metrics._hog_features(maps, None)
+        expected = np.stack([hog(m.astype(np.float64), orientations=9, pixels_per_cell=ppc,
+                                 cells_per_block=cpb) for m in maps])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,ppc", [((40, 28, 28, 1), (4, 4)), ((3, 299, 299, 3), (16, 16)),
+                                       ((6, 30, 27), (4, 4))])
+def test_hog_pearson_equals_per_pair_skimage_loop(rng, shape, ppc):
+    a = rng.standard_t(df=2, size=shape)
+    b = 0.5 * a + rng.normal(size=shape)
+    b[1] = 3.0  # constant map -> undefined
+    a[2, ..., :] = 0.0
+    a[2, 5:, 7:] = 1.0  # an edge
+    values, undefined = compare(a, b, "hog_pearson")
+    for i in range(shape[0]):
+        x, y = normalize_absolute(a[i:i + 1])[0], normalize_absolute(b[i:i + 1])[0]
+        fx, fy = (hog(z.astype(np.float64), orientations=9, pixels_per_cell=ppc, cells_per_block=(2, 2))
+                  for z in (x, y))
+        if fx.std() == 0 or fy.std() == 0:
+            assert undefined[i] and np.isnan(values[i])
+        else:
+            assert not undefined[i]
+            np.testing.assert_allclose(values[i], stats.pearsonr(fx, fy)[0], rtol=0, atol=1e-10)
+    assert undefined[1] and undefined.sum() == 1
+
+
+@pytest.mark.parametrize("metric", METRIC_NAMES)
+def test_compare_does_not_depend_on_chunking(rng, metric, monkeypatch):
+    a = rng.standard_t(df=2, size=(37, 28, 28, 1))
+    b = a + rng.normal(size=a.shape)
+    b[5] = 0.0
+    whole_v, whole_u = compare(a, b, metric)
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 3 * 28 * 28)  # 3 pairs per chunk, ragged tail
+    v, u = compare(a, b, metric)
+    np.testing.assert_array_equal(u, whole_u)
+    np.testing.assert_array_equal(v, whole_v)
+
+
+def test_percentile_rows_equals_numpy(rng):
+    for d in list(range(1, 130)) + [784, 1001, 89401]:
+        x = rng.standard_t(df=1.5, size=(3, d))
+        x[1] = np.round(x[1])  # ties
+        x[2, : d // 2] = 0.0
+        for q in (99.0, 50.0, 0.0, 100.0, 37.5):
+            np.testing.assert_array_equal(metrics._percentile_rows(x, q), np.percentile(x, q, axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_rank_rows_equals_rankdata(rng, dtype):
+    cases = [rng.standard_t(df=1.5, size=(20, 9, 7)), np.round(rng.normal(size=(10, 50)), 1),
+             np.zeros((2, 6)), rng.normal(size=(3, 1)), np.array([[0.0, -0.0, 1, -1, 3e38, -3e38, 0.0, 1]])]
+    for x in cases:
+        x = np.round(np.clip(x, -1e6, 1e6) * 3).astype(dtype) if dtype == np.int64 else x.astype(dtype)
+        expected = stats.rankdata(x.reshape(len(x), -1), method="average", axis=1)
+        np.testing.assert_array_equal(metrics._rank_rows(x), expected)
+
+
+def test_normalisations_match_reference_formulas_multichannel(rng):
+    a = rng.standard_t(df=2, size=(4, 9, 11, 3))
+    m_abs = np.abs(a).sum(axis=3)
+    m_div = a.sum(axis=3)
+    for i in range(4):
+        vmax, vmin = np.percentile(m_abs[i], 99), m_abs[i].min()
+        exp = np.clip((m_abs[i] - vmin) / (vmax - vmin), 0, 1).astype(np.float32)
+        np.testing.assert_array_equal(normalize_absolute(a)[i], exp)
+        exp = np.clip(m_div[i] / np.percentile(np.abs(m_div[i]), 99), -1, 1).astype(np.float32)
+        np.testing.assert_array_equal(normalize_diverging(a)[i], exp)
