@@ -22,13 +22,17 @@ def _noisy_inputs(images: np.ndarray, samples: int, sigma: float, seed):
 
     def make_points(image_idx, point_idx):
         out = np.empty((len(image_idx),) + images.shape[1:], np.float32)
-        for i in np.unique(image_idx):
-            rows = np.flatnonzero(image_idx == i)
+        # pairs come image-major: each image is one run of consecutive rows
+        starts = np.flatnonzero(np.r_[True, image_idx[1:] != image_idx[:-1]])
+        for start, stop in zip(starts, [*starts[1:], len(image_idx)]):
+            i = int(image_idx[start])
             if i not in streams:
                 streams.clear()  # images are visited in order: keep one stream alive at a time
-                streams[i] = np.random.default_rng(seed + [int(i)])
-            noise = streams[i].standard_normal((len(rows),) + images.shape[1:])
-            out[rows] = images[i] + (sigma * spans[i] * noise).astype(np.float32)
+                streams[i] = np.random.default_rng(seed + [i])
+            noise = streams[i].standard_normal((stop - start,) + images.shape[1:])
+            noise *= sigma * spans[i]
+            out[start:stop] = noise            # float32 of the float64 noise, as before
+            out[start:stop] += images[i]
         return out
 
     return make_points
