@@ -227,6 +227,10 @@ def _main(argv: list[str] | None = None) -> int:
                 if args is None:
                     return 0
                 overrides, _ = split_args(args)
+            if command == "run" and not multirun and explicit_run_dir(overrides) is not None:
+                from .units import check_claim, config_fingerprint
+
+                check_claim(explicit_run_dir(overrides), config_fingerprint(configs[0]))
             check_output_dir(overrides, multirun)
         except SanityError as err:
             if debug:

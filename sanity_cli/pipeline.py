@@ -6,6 +6,7 @@ cascading and independent) and Sec. 4 (data randomization).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -357,6 +358,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
         runs = applicable_methods(cfg, trained.model)
         targets = choose_targets(cfg, trained.model, images, labels)
+        units.check_inputs({"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
+                            "image_ids": image_ids.tolist(), "targets": targets.tolist(),
+                            "models": [t.key for t in (trained, permuted) if t is not None]})
         log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
             f"metrics {', '.join(cfg.metric)}")
         with timer.phase("explain_randomize_compare"):

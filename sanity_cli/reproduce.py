@@ -7,7 +7,8 @@ One reproduce run:
   3. runs every job as its own `sanity run ... resume=true` process into <run>/<job>/, all output to <run>/reproduce.log;
   4. writes <run>/suite_verdict.csv (every job's verdict), then points results/reproduce/SUITE/latest and
      results/latest at the run;
-  5. compares each method's verdict with the suite's previous finished run and prints every change.
+  5. compares each method's verdict with its last known verdict (the newest earlier run that has one, so a
+     night whose job failed does not hide a change) and prints every change.
 Exit code: 0 all jobs finished and no verdict changed; 1 a verdict changed; 2 a job failed or bad input;
 75 the suite is already running; 130 interrupted.
 """
@@ -65,23 +66,36 @@ def suite_runs(suite_root: Path) -> list[Path]:
         if suite_root.is_dir() else []
 
 
-def pick_run_dir(suite_root: Path) -> tuple[Path, Path | None]:
-    """(this run's directory, the previous finished run or None): an unfinished last run is continued."""
+def pick_run_dir(suite_root: Path) -> tuple[Path, list[Path]]:
+    """(this run's directory, the earlier finished runs, newest first): an unfinished last run is continued."""
     runs = suite_runs(suite_root)
     finished = [r for r in runs if (r / SUITE_VERDICT).exists()]
     unfinished = [r for r in runs if not (r / SUITE_VERDICT).exists()]
-    previous = finished[-1] if finished else None
-    if unfinished and (previous is None or unfinished[-1].name > previous.name):
-        return unfinished[-1], previous
-    return suite_root / time.strftime("%Y-%m-%d_%H-%M-%S"), previous
+    if unfinished and (not finished or unfinished[-1].name > finished[-1].name):
+        return unfinished[-1], finished[::-1]
+    return suite_root / time.strftime("%Y-%m-%d_%H-%M-%S"), finished[::-1]
+
+
+def last_known_verdicts(previous: list[Path]) -> pd.DataFrame:
+    """Each (job, method)'s verdict in the newest earlier run that has one (a job that failed one night is
+    compared with the night before), with the run it came from."""
+    frames = [pd.read_csv(run / SUITE_VERDICT).assign(run=run.name) for run in previous]
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=["job", "method", "verdict", "similarity", "run"])
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["job", "method"], keep="first")
 
 
 def point(link: Path, target: Path) -> None:
     """Make `link` a symlink to `target`, atomically (a reader sees the old or the new pointer)."""
     tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(target, link.parent))
-    os.replace(tmp, link)
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(target, link.parent))
+        os.replace(tmp, link)
+    except OSError as err:  # e.g. `latest` is a real directory of the user's: leave it alone
+        tmp.unlink(missing_ok=True)
+        print(f"reproduce: warning: cannot point {link} at {target} ({err.strerror})", file=sys.stderr)
 
 
 def run_job(job: str, overrides: list[str], run_dir: Path, log) -> int:
@@ -108,7 +122,7 @@ def collect_verdicts(run_dir: Path, jobs: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def verdict_changes(previous: pd.DataFrame, current: pd.DataFrame) -> list[str]:
-    """One line per (job, method) whose verdict differs from the previous run's."""
+    """One line per (job, method) whose verdict differs from its last known verdict."""
     before = previous.set_index(["job", "method"])
     changes = []
     for row in current.itertuples():
@@ -116,8 +130,9 @@ def verdict_changes(previous: pd.DataFrame, current: pd.DataFrame) -> list[str]:
         if key in before.index:
             old = before.loc[key]
             if old["verdict"] != row.verdict:
+                since = f", last known in {old['run']}" if "run" in old else ""
                 changes.append(f"{row.job} {row.method}: {old['verdict']} -> {row.verdict} "
-                               f"(similarity {old['similarity']:.3f} -> {row.similarity:.3f})")
+                               f"(similarity {old['similarity']:.3f} -> {row.similarity:.3f}{since})")
     return changes
 
 
@@ -143,7 +158,7 @@ def reproduce(suite: str, extra: list[str], results: Path) -> int:
               f"skipping this run", file=sys.stderr)
         return EXIT_BUSY
     try:
-        run_dir, previous = pick_run_dir(suite_root)
+        run_dir, earlier = pick_run_dir(suite_root)
         resumed = run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         print(f"reproduce: suite '{name}', {len(jobs)} jobs, {'continuing' if resumed else 'new run'} {run_dir}")
@@ -163,17 +178,21 @@ def reproduce(suite: str, extra: list[str], results: Path) -> int:
             current.to_csv(tmp, index=False, float_format="%.8g")
         point(suite_root / "latest", run_dir)
         point(results / "latest", run_dir)
-        changes = verdict_changes(pd.read_csv(previous / SUITE_VERDICT), current) if previous else []
+        known = last_known_verdicts(earlier)
+        changes = verdict_changes(known, current)
     finally:
         lock.release()
-    if previous is None:
-        print("reproduce: first run of this suite; nothing to compare with")
-    elif changes:
-        print(f"reproduce: {len(changes)} verdict(s) changed since {previous.name}:")
+    compared = current.merge(known[["job", "method"]], on=["job", "method"]) if len(current) else current
+    if changes:
+        print(f"reproduce: {len(changes)} verdict(s) changed since their last known value:")
         for line in changes:
             print(f"  CHANGED {line}")
+    elif len(compared):
+        print(f"reproduce: every verdict is the same as last known ({len(compared)} compared)")
     else:
-        print(f"reproduce: every verdict is the same as in {previous.name}")
+        print("reproduce: no earlier verdict of these jobs; nothing to compare with")
+    for job in failed:
+        print(f"  {job}: not compared (failed in this run)")
     print(f"reproduce: log {run_dir / LOG_FILE}; verdicts {run_dir / SUITE_VERDICT}")
     if failed:
         print(f"sanity: error: {len(failed)} job(s) failed: {', '.join(failed)}; see {run_dir / LOG_FILE}",

@@ -22,6 +22,7 @@ from .io import atomic_path, write_json
 
 UNITS_DIR = "units"
 RUN_FILE = "run.json"
+INPUTS_FILE = "inputs.json"
 NOT_FINGERPRINTED = ("resume",)  # keys that do not change the results
 
 
@@ -31,6 +32,33 @@ def config_fingerprint(cfg: DictConfig) -> str:
     for key in NOT_FINGERPRINTED:
         container.pop(key, None)
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def busy_message(run_dir: Path) -> str:
+    return f"another sanity process is writing {run_dir}; wait for it to finish, or pick a new hydra.run.dir=DIR"
+
+
+def check_fingerprint(run_dir: Path, fingerprint: str) -> None:
+    found = saved_fingerprint(run_dir)
+    if found is not None and found != fingerprint:
+        raise SanityError(f"{run_dir} holds an unfinished run of a different config (fingerprint {found}, this "
+                          f"config {fingerprint}); resume it with its own overrides, or pick a new hydra.run.dir=DIR")
+
+
+def check_claim(run_dir: Path, fingerprint: str) -> None:
+    """Before Hydra writes its .hydra/ copy into run_dir: the directory must not hold another config's
+    unfinished run, nor be in use by another process."""
+    from filelock import FileLock, Timeout
+
+    check_fingerprint(run_dir, fingerprint)
+    lock_file = Path(run_dir) / UNITS_DIR / ".lock"
+    if lock_file.exists():
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise SanityError(busy_message(run_dir)) from None
+        lock.release()
 
 
 def saved_fingerprint(run_dir: Path) -> str | None:
@@ -54,28 +82,45 @@ class UnitStore:
         process; remove temporary files a killed process left behind. Returns the finished unit count."""
         from filelock import FileLock, Timeout
 
+        run_dir = self.dir.parent
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.dir / ".lock"))
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            raise SanityError(f"another sanity process is writing {self.dir.parent}; wait for it to finish, "
-                              f"or pick a new hydra.run.dir=DIR") from None
-        for stale in (*self.dir.parent.glob(".*.tmp*"), *self.dir.glob(".*.tmp*")):
-            stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
-        run_file = self.dir / RUN_FILE
-        if run_file.exists():
-            found = saved_fingerprint(self.dir.parent)
-            if found != self.fingerprint:
-                raise SanityError(f"{self.dir.parent} holds an unfinished run of a different config "
-                                  f"(fingerprint {found}, this config {self.fingerprint}); resume it with its own "
-                                  f"overrides, or pick a new hydra.run.dir=DIR")
+            raise SanityError(busy_message(run_dir)) from None
+        try:
+            if (run_dir / "manifest.json").exists():  # finished by another process since our first look
+                raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
+            check_fingerprint(run_dir, self.fingerprint)
+            for stale in (*run_dir.glob(".*.tmp*"), *self.dir.glob(".*.tmp*")):
+                stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
+            if saved_fingerprint(run_dir) is None:
+                write_json(self.dir / RUN_FILE, {"fingerprint": self.fingerprint})
+                return 0
             done = len(list(self.dir.glob("*.npz")))
             if done:
                 self.log(f"resume: {done} finished units in {self.dir}; skipping them")
             return done
-        write_json(run_file, {"fingerprint": self.fingerprint})
-        return 0
+        except BaseException:
+            self.release()
+            raise
+
+    def check_inputs(self, inputs: dict) -> None:
+        """The explained images, target classes and models must be those of the interrupted run (a resumed run
+        whose data source or model changed would silently mix two experiments)."""
+        path = self.dir / INPUTS_FILE
+        if not path.exists():
+            write_json(path, inputs)
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved != json.loads(json.dumps(inputs)):
+            differing = sorted(k for k in inputs if not isinstance(saved, dict) or saved.get(k) != inputs[k])
+            raise SanityError(f"{self.dir.parent} was started with other inputs ({', '.join(differing)} differ: "
+                              f"data source or model changed since); pick a new hydra.run.dir=DIR")
 
     def load(self, name: str) -> dict[str, np.ndarray] | None:
         """A finished unit's arrays, or None if it is not done (an unreadable file is recomputed)."""

@@ -28,7 +28,7 @@ def test_suite_run_then_a_changed_verdict_exits_1(sanity, tmp_path, suite_file):
     results = tmp_path / "out"
     first = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "first run of this suite" in first.stdout
+    assert "nothing to compare with" in first.stdout
     suite_root = results / "reproduce" / "nightly"
     latest = (suite_root / "latest").resolve()
     assert (results / "latest").resolve() == latest
@@ -85,11 +85,27 @@ def test_unfinished_suite_run_is_continued(tmp_path):
     (root / "2026-01-01_03-00-00").mkdir(parents=True)
     (root / "2026-01-01_03-00-00" / reproduce.SUITE_VERDICT).write_text("job,method,verdict,similarity\n")
     (root / "2026-01-02_03-00-00").mkdir()  # killed before it wrote its verdicts
-    run_dir, previous = reproduce.pick_run_dir(root)
-    assert run_dir.name == "2026-01-02_03-00-00" and previous.name == "2026-01-01_03-00-00"
+    run_dir, earlier = reproduce.pick_run_dir(root)
+    assert run_dir.name == "2026-01-02_03-00-00" and [r.name for r in earlier] == ["2026-01-01_03-00-00"]
     (run_dir / reproduce.SUITE_VERDICT).write_text("job,method,verdict,similarity\n")
-    new, previous = reproduce.pick_run_dir(root)
-    assert not new.exists() and previous.name == "2026-01-02_03-00-00"
+    new, earlier = reproduce.pick_run_dir(root)
+    assert not new.exists() and [r.name for r in earlier] == ["2026-01-02_03-00-00", "2026-01-01_03-00-00"]
+
+
+def test_a_night_with_a_failed_job_does_not_hide_a_change(tmp_path):
+    """Night 1 PASS, night 2 the job fails (no verdict), night 3 FAIL: compared with night 1."""
+    root = tmp_path / "reproduce" / "s"
+    header = "job,method,verdict,similarity\n"
+    for night, rows in (("2026-01-01_03-00-00", "a,gradient,PASS,0.1\nb,gradient,PASS,0.2\n"),
+                        ("2026-01-02_03-00-00", "b,gradient,PASS,0.2\n")):
+        (root / night).mkdir(parents=True)
+        (root / night / reproduce.SUITE_VERDICT).write_text(header + rows)
+    _, earlier = reproduce.pick_run_dir(root)
+    known = reproduce.last_known_verdicts(earlier)
+    tonight = pd.DataFrame({"job": ["a", "b"], "method": ["gradient", "gradient"], "verdict": ["FAIL", "PASS"],
+                            "similarity": [0.8, 0.2]})
+    assert reproduce.verdict_changes(known, tonight) == [
+        "a gradient: PASS -> FAIL (similarity 0.100 -> 0.800, last known in 2026-01-01_03-00-00)"]
 
 
 def test_verdict_changes_name_job_method_and_similarities():
@@ -98,6 +114,16 @@ def test_verdict_changes_name_job_method_and_similarities():
     after = before.assign(verdict=["FAIL", "FAIL", "PASS"], similarity=[0.7, 1.0, 0.25])
     assert reproduce.verdict_changes(before, after) == ["a gradient: PASS -> FAIL (similarity 0.100 -> 0.700)"]
     assert reproduce.verdict_changes(before, before) == []
+
+
+def test_latest_that_is_a_real_directory_is_left_alone(tmp_path, capsys):
+    (tmp_path / "latest").mkdir()
+    (tmp_path / "latest" / "mine.txt").write_text("user data")
+    (tmp_path / "r1").mkdir()
+    reproduce.point(tmp_path / "latest", tmp_path / "r1")
+    assert (tmp_path / "latest" / "mine.txt").read_text() == "user data"
+    assert "cannot point" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "r1"]
 
 
 def test_latest_pointer_is_replaced_atomically(tmp_path):

@@ -98,6 +98,44 @@ def test_unfinished_run_dir_of_another_config_is_refused(sanity, tmp_path):
     result = sanity("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", f"hydra.run.dir={run_dir}")
     assert_one_line_error(result, "different config", "hydra.run.dir")
     assert not (run_dir / "metrics.csv").exists()
+    assert not (run_dir / ".hydra").exists() and not (run_dir / "cli.log").exists(), \
+        "a refused run must not leave its config in another run's directory"
+
+
+def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, tmp_path):
+    run_dir = tmp_path / "busy"
+    small = ("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false")
+    probe = sanity(*small, "--cfg", "job")
+    from omegaconf import OmegaConf
+
+    from sanity_cli.units import config_fingerprint
+
+    holder = UnitStore(run_dir, config_fingerprint(OmegaConf.create(probe.stdout)), log=lambda *_: None)
+    holder.open()
+    try:
+        result = sanity(*small, f"hydra.run.dir={run_dir}")
+    finally:
+        holder.release()
+    assert_one_line_error(result, "another sanity process")
+    assert not (run_dir / ".hydra").exists()
+
+
+def test_resume_with_other_inputs_is_refused(tmp_path):
+    store = UnitStore(tmp_path, "c" * 16, log=lambda *_: None)
+    store.open()
+    inputs = {"images_sha256": "ab", "image_ids": [1, 2], "targets": [3, 4], "models": ["m-1"]}
+    store.check_inputs(inputs)
+    store.check_inputs(dict(inputs))  # the same inputs: fine
+    with pytest.raises(SanityError, match="images_sha256, targets differ"):
+        store.check_inputs(dict(inputs, images_sha256="cd", targets=[3, 5]))
+    store.release()
+
+
+def test_a_run_finished_meanwhile_is_not_claimed(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(SanityError, match="already holds a finished run"):
+        UnitStore(tmp_path, "d" * 16, log=lambda *_: None).open()
+    UnitStore(tmp_path / "other", "d" * 16, log=lambda *_: None).open()  # the lock was released
 
 
 def test_one_writer_per_run_dir(tmp_path):
