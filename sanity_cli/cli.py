@@ -146,12 +146,12 @@ def explicit_run_dir(overrides: list[str]) -> Path | None:
 
 def find_resumable(cfg, results: Path) -> Path | None:
     """The newest unfinished run directory under `results` started by this same config."""
-    from .units import UNITS_DIR, RUN_FILE, config_fingerprint, saved_fingerprint
+    from .units import UNITS_DIR, RUN_FILE, config_fingerprint, finished, saved_fingerprint
 
     fingerprint = config_fingerprint(cfg)
     candidates = [p.parent.parent for p in results.rglob(f"{UNITS_DIR}/{RUN_FILE}")] if results.is_dir() else []
     candidates = [d for d in candidates
-                  if saved_fingerprint(d) == fingerprint and not (d / "manifest.json").exists()]
+                  if saved_fingerprint(d) == fingerprint and not finished(d)]
     return max(candidates, key=lambda d: (d / UNITS_DIR / RUN_FILE).stat().st_mtime, default=None)
 
 
@@ -166,7 +166,9 @@ def resume_overrides(cfg, args: list[str], overrides: list[str]) -> list[str] | 
             return args
         print(f"resume: continuing {found}", file=sys.stderr)
         return args + [f"hydra.run.dir={found}"]
-    if not (run_dir / "manifest.json").exists():
+    from .units import finished
+
+    if not finished(run_dir):
         return args  # unfinished or new: the pipeline resumes its units
     from .pipeline import report_finished
 
@@ -176,10 +178,12 @@ def resume_overrides(cfg, args: list[str], overrides: list[str]) -> list[str] | 
 
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
     """The run (or sweep) directory, or ./results by default, must be creatable before Hydra starts."""
+    from .units import finished
+
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     explicit = [o[len(key):] for o in overrides if o.startswith(key)]
     target = Path(explicit[-1]) if explicit and "${" not in explicit[-1] else Path.cwd() / "results"
-    if explicit and not multirun and (target / "manifest.json").exists():
+    if explicit and not multirun and finished(target):
         raise SanityError(f"{target} already holds a finished run; pick a new hydra.run.dir")
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -222,15 +226,17 @@ def _main(argv: list[str] | None = None) -> int:
         try:
             overrides, multirun = split_args(args)
             configs = precheck(overrides, multirun)
-            if command == "run" and not multirun and configs[0].resume:
-                args = resume_overrides(configs[0], args, overrides)
-                if args is None:
-                    return 0
-                overrides, _ = split_args(args)
-            if command == "run" and not multirun and explicit_run_dir(overrides) is not None:
-                from .units import check_claim, config_fingerprint
+            if command == "run" and not multirun:
+                if configs[0].resume:
+                    args = resume_overrides(configs[0], args, overrides)
+                    if args is None:
+                        return 0
+                    overrides, _ = split_args(args)
+                run_dir = explicit_run_dir(overrides)
+                if run_dir is not None:  # before Hydra writes its .hydra/ copy into it
+                    from .units import check_claim, config_fingerprint
 
-                check_claim(explicit_run_dir(overrides), config_fingerprint(configs[0]))
+                    check_claim(run_dir, config_fingerprint(configs[0]))
             check_output_dir(overrides, multirun)
         except SanityError as err:
             if debug:

@@ -25,7 +25,7 @@ from . import methods, metrics, models, randomize, report, training
 from .errors import SanityError
 from .io import atomic_path, write_json
 from .manifest import build_manifest, device_summary
-from .units import UnitStore, config_fingerprint, stage_unit
+from .units import UnitStore, config_fingerprint, finished, stage_unit
 
 log = logging.getLogger("sanity").info
 
@@ -302,11 +302,6 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
 def model_rows(cfg, *trained_models) -> pd.DataFrame:
     return pd.DataFrame([{"model": cfg.model.name, "labels": t.labels, "cache_key": t.key, **t.info}
                          for t in trained_models])
-
-
-def finished(run_dir: Path) -> bool:
-    """A run directory is finished once its manifest (written last) exists."""
-    return (Path(run_dir) / "manifest.json").exists()
 
 
 def prepare_run_dir(run_dir: Path) -> None:

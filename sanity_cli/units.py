@@ -34,6 +34,11 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def finished(run_dir: Path) -> bool:
+    """A run directory is finished once its manifest (written last) exists."""
+    return (Path(run_dir) / "manifest.json").exists()
+
+
 def busy_message(run_dir: Path) -> str:
     return f"another sanity process is writing {run_dir}; wait for it to finish, or pick a new hydra.run.dir=DIR"
 
@@ -90,7 +95,7 @@ class UnitStore:
         except Timeout:
             raise SanityError(busy_message(run_dir)) from None
         try:
-            if (run_dir / "manifest.json").exists():  # finished by another process since our first look
+            if finished(run_dir):  # finished by another process since our first look
                 raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
             check_fingerprint(run_dir, self.fingerprint)
             for stale in (*run_dir.glob(".*.tmp*"), *self.dir.glob(".*.tmp*")):
