@@ -11,10 +11,11 @@ from .methods.engine import OUTPUTS
 from .methods.integrated_gradients import RULES
 from .errors import SanityError
 from .metrics import METRIC_NAMES
+from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
 
 TESTS = ("cascading", "independent", "data")
-TARGETS = ("predicted", "label")
+TARGETS = ("predicted", "label", "predicted_per_stage")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
 
 
@@ -40,7 +41,8 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
             epochs=int(t.epochs), batch_size=int(t.batch_size), learning_rate=float(t.learning_rate),
             max_train_images=None if t.max_train_images is None else int(t.max_train_images),
             permuted_target_accuracy=float(t.permuted.target_accuracy),
-            permuted_max_epochs=int(t.permuted.max_epochs))
+            permuted_max_epochs=int(t.permuted.max_epochs),
+            validation_images=int(t.get("validation_images") or 0))
     except (TypeError, ValueError) as err:
         raise SanityError(f"train settings must be numbers ({err})") from None
     settings.validate()
@@ -108,6 +110,8 @@ def validate(cfg: DictConfig) -> None:
         raise SanityError(f"seed must be a non-negative integer, got {cfg.seed!r}")
     if cfg.target not in TARGETS:
         raise SanityError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
+    if cfg.verdict.get("rule") not in VERDICT_RULES:
+        raise SanityError(f"verdict.rule must be one of {', '.join(VERDICT_RULES)}, got {cfg.verdict.get('rule')!r}")
     threshold = cfg.verdict.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise SanityError(f"verdict.threshold must be a number in [-1, 1], got {threshold!r}")

@@ -6,6 +6,13 @@ The MNIST / Fashion-MNIST CNN and MLP follow the paper's released code
   MLP = dense 2500, 1500, 500 (ReLU) and dense 10 logits.
 Both output pre-softmax logits and take inputs scaled to [0, 1].
 
+Initializers are the released code's (src/train_cnn_models.py, src/train_mlp_models.py), so that
+`test.init=layer` re-initialises a block exactly as the paper did:
+  CNN: every kernel truncated_normal(stddev=0.1), every bias constant(0.1);
+  MLP: every kernel truncated_normal(stddev=2/sqrt(fan_in)), every bias zero.
+(Truncated at two standard deviations, as tf.truncated_normal; 2x2 max-pooling 'SAME' and 'VALID' agree on
+28x28 inputs.)
+
 A model's randomization blocks are listed from the output down (paper Sec. 3.1: "cascading randomization
 from the top layer"): each block names the Keras layers whose variables it re-initialises.
 """
@@ -15,10 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from .errors import SanityError
 
-ARCHITECTURE_VERSION = 1  # bump when an architecture changes: it is part of the model-cache key
+ARCHITECTURE_VERSION = 2  # 2: the released code's initializers; bump when an architecture changes: it is part of the model-cache key
 
 
 @dataclass(frozen=True)
@@ -29,25 +37,38 @@ class Block:
     layers: tuple[str, ...]
 
 
+def _cnn_init() -> dict:
+    """The released CNN's weight_variable / bias_variable: truncated_normal(stddev=0.1), constant(0.1)."""
+    return {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.1),
+            "bias_initializer": keras.initializers.Constant(0.1)}
+
+
+def _mlp_init(fan_in: int) -> dict:
+    """The released MLP's neuron_layer: truncated_normal(stddev=2/sqrt(fan_in)), zero bias."""
+    return {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=2.0 / float(np.sqrt(fan_in))),
+            "bias_initializer": keras.initializers.Zeros()}
+
+
 def mnist_cnn(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1", **_cnn_init())(inputs)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool1")(x)
+    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2", **_cnn_init())(x)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(1024, activation="relu", name="fc1")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    x = keras.layers.Dense(1024, activation="relu", name="fc1", **_cnn_init())(x)
+    outputs = keras.layers.Dense(num_classes, name="logits", **_cnn_init())(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
 def mnist_mlp(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    x = keras.layers.Dense(2500, activation="relu", name="fc1")(x)
-    x = keras.layers.Dense(1500, activation="relu", name="fc2")(x)
-    x = keras.layers.Dense(500, activation="relu", name="fc3")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    fan_in = int(np.prod(input_shape))
+    for units, name in ((2500, "fc1"), (1500, "fc2"), (500, "fc3")):
+        x = keras.layers.Dense(units, activation="relu", name=name, **_mlp_init(fan_in))(x)
+        fan_in = units
+    outputs = keras.layers.Dense(num_classes, name="logits", **_mlp_init(fan_in))(x)
     return keras.Model(inputs, outputs, name="mnist_mlp")
 
 

@@ -12,7 +12,7 @@ import keras
 from .errors import SanityError
 from .models import Block
 
-INITS = ("layer", "truncated_normal")
+INITS = ("layer", "truncated_normal", "uniform", "permutation")
 BN_STATISTICS = ("moving_mean", "moving_variance")
 
 
@@ -63,8 +63,12 @@ def randomize_block(model: keras.Model, block: Block, seed: int, init: str = "la
                     reset_bn_statistics: bool = False) -> int:
     """Re-initialise the block's variables in place; returns how many variables were reset.
 
-    init='layer': each variable from its layer's own initializer (kernel_initializer, bias_initializer,
-    gamma_initializer, ...), reseeded; init='truncated_normal': N(0, init_std^2) truncated at 2 std.
+    init='layer' (the paper's choice): each variable from its layer's own initializer (kernel_initializer,
+    bias_initializer, gamma_initializer, ...), reseeded, so the MNIST CNN's biases go back to 0.1 as in the
+    released code; 'truncated_normal': N(0, init_std^2) truncated at 2 std; 'uniform': U(-a, a) with
+    a = sqrt(3) init_std (the same standard deviation); 'permutation': the variable's own trained values in a
+    seeded random order over all its elements (keeps each layer's weight distribution, destroys its structure;
+    Quantus' TensorFlow path permutes along the first axis only).
     """
     if init not in INITS:
         raise SanityError(f"test.init must be one of {', '.join(INITS)}, got '{init}'")
@@ -73,8 +77,16 @@ def randomize_block(model: keras.Model, block: Block, seed: int, init: str = "la
     pairs = block_variables(model, block, reset_bn_statistics)
     for index, (layer, variable) in enumerate(pairs):
         variable_seed = derive_seed(seed, index)
+        if init == "permutation":
+            values = np.asarray(variable.numpy())
+            shuffled = np.random.default_rng(variable_seed).permutation(values.reshape(-1)).reshape(values.shape)
+            variable.assign(shuffled)
+            continue
         if init == "truncated_normal":
             initializer = keras.initializers.TruncatedNormal(stddev=init_std, seed=variable_seed)
+        elif init == "uniform":
+            limit = float(np.sqrt(3.0) * init_std)
+            initializer = keras.initializers.RandomUniform(-limit, limit, seed=variable_seed)
         else:
             own = getattr(layer, f"{_variable_name(variable)}_initializer", None)
             if own is None:  # a variable without a declared initializer: Glorot for matrices, zeros for vectors

@@ -22,6 +22,9 @@ from .errors import SanityError
 from .io import atomic_path, write_json
 
 
+TRAINING_VERSION = 2  # 2: a new seeded sample order every epoch, stop on the measured accuracy (cache key)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
@@ -30,6 +33,7 @@ class TrainSettings:
     max_train_images: int | None
     permuted_target_accuracy: float
     permuted_max_epochs: int
+    validation_images: int = 0          # held out of the end of the training split (released code: 5,000)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -45,6 +49,8 @@ class TrainSettings:
                 f"train.permuted.target_accuracy must be in (0, 1], got {self.permuted_target_accuracy}")
         if self.permuted_max_epochs < 1:
             raise SanityError(f"train.permuted.max_epochs must be >= 1, got {self.permuted_max_epochs}")
+        if self.validation_images < 0:
+            raise SanityError(f"train.validation_images must be >= 0, got {self.validation_images}")
 
 
 @dataclass
@@ -78,6 +84,8 @@ def cache_key(arch: str, dataset: Dataset, labels: str, seed: int, settings: Tra
     spec = {
         "arch": arch,
         "arch_version": models.ARCHITECTURE_VERSION,
+        "training_version": TRAINING_VERSION,
+        "validation_images": settings.validation_images,
         "data": dataset.name,
         "data_fingerprint": fingerprint(dataset),
         "labels": labels,
@@ -102,63 +110,144 @@ def _sha256(path: Path) -> str:
 
 
 def training_arrays(dataset: Dataset, labels: str, seed: int, settings: TrainSettings):
+    """(x, y) the model is fitted on: the first max_train_images of the training split, less the last
+    validation_images, with the labels permuted once (seeded) for labels='permuted'."""
     x, y = dataset.x_train, dataset.y_train
     if settings.max_train_images is not None:
         x, y = x[: settings.max_train_images], y[: settings.max_train_images]
+    if settings.validation_images:
+        x, y = x[: -settings.validation_images], y[: -settings.validation_images]
+    if len(x) == 0:
+        raise SanityError(f"no training images left after holding out train.validation_images="
+                          f"{settings.validation_images}; lower it")
     if labels == "permuted":
         y = permute_labels(y, seed)
     return x, y
 
 
-def stop_at_accuracy(target: float):
-    """Keras callback: stop when the epoch's training accuracy reaches the target (memorisation)."""
-    import keras
-
-    def on_epoch_end(epoch, logs=None):
-        if logs and logs.get("accuracy", 0.0) >= target:
-            callback.model.stop_training = True
-
-    callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
-    return callback
+def validation_arrays(dataset: Dataset, settings: TrainSettings):
+    """The held-out images (true labels) at the end of the used training split, or None."""
+    if not settings.validation_images:
+        return None
+    x, y = dataset.x_train, dataset.y_train
+    if settings.max_train_images is not None:
+        x, y = x[: settings.max_train_images], y[: settings.max_train_images]
+    return x[-settings.validation_images:], y[-settings.validation_images:]
 
 
-def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings, log=print):
-    """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info)."""
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a fresh seeded permutation every epoch. (Keras' fit(shuffle=True) after
+    set_random_seed shows the same order in every epoch; a network then learns the sequence, not the data.)"""
+    return np.random.default_rng([int(seed), 2, int(epoch)]).permutation(n)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of the model's weights as they stand (not Keras' running in-epoch average)."""
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(logits.argmax(axis=1) == y))
+
+
+class Checkpoint:
+    """A resumable training state next to a cache entry: <key>.ckpt.keras (weights and optimizer state)
+    and <key>.ckpt.json (the epochs done so far), written atomically after every epoch."""
+
+    def __init__(self, cache: Path, key: str):
+        self.model_path, self.meta_path = cache / f"{key}.ckpt.keras", cache / f"{key}.ckpt.json"
+
+    def load(self, log):
+        import keras
+
+        if not self.meta_path.exists():
+            return None
+        try:
+            history = json.loads(self.meta_path.read_text())["history"]
+            model = keras.models.load_model(self.model_path, compile=True)
+        except Exception as err:  # damaged: start again
+            log(f"train: checkpoint {self.model_path.name} is unreadable ({type(err).__name__}); starting over")
+            self.remove()
+            return None
+        return model, history
+
+    def save(self, model, history: list[dict]) -> None:
+        with atomic_path(self.model_path) as tmp:
+            model.save(tmp)
+        write_json(self.meta_path, {"history": history})
+
+    def remove(self) -> None:
+        self.model_path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+
+
+def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings, log=print,
+          checkpoint: Checkpoint | None = None):
+    """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info).
+
+    Every epoch visits the training set in a new seeded order. The permuted-label model trains until the
+    accuracy of its weights on its (permuted) training labels, measured after each epoch, reaches
+    train.permuted.target_accuracy, or for train.permuted.max_epochs. With a checkpoint the state is saved
+    after every epoch, and a killed training continues where it stopped with the same result.
+    """
     import keras
 
     labels = normalize_labels_mode(labels)
-    keras.utils.set_random_seed(seed)
-    model = models.build(arch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
     x, y = training_arrays(dataset, labels, seed, settings)
-    if labels == "true":
-        epochs, callbacks = settings.epochs, []
+    permuted = labels == "permuted"
+    max_epochs = settings.permuted_max_epochs if permuted else settings.epochs
+    target = settings.permuted_target_accuracy if permuted else None
+    state = checkpoint.load(log) if checkpoint else None
+    if state is None:
+        keras.utils.set_random_seed(seed)
+        model = models.build(arch)
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        history: list[dict] = []
     else:
-        epochs, callbacks = settings.permuted_max_epochs, [stop_at_accuracy(settings.permuted_target_accuracy)]
-    log(f"train: {arch} on {dataset.name} with {labels} labels, {len(x)} images, up to {epochs} epochs")
-    start = time.time()
-    history = model.fit(x, y, batch_size=settings.batch_size, epochs=epochs, shuffle=True,
-                        callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
-    _, train_acc = model.evaluate(x, y, batch_size=1024, verbose=0)
-    _, test_acc = model.evaluate(dataset.x_test, dataset.y_test, batch_size=1024, verbose=0)
+        model, history = state
+        log(f"train: resuming from the checkpoint after epoch {len(history)}")
+    goal = f"until train accuracy >= {target}" if permuted else ""
+    log(f"train: {arch} on {dataset.name} with {labels} labels, {len(x)} images, up to {max_epochs} epochs {goal}")
+    verbose = 1 if sys.stderr.isatty() else 2
+    reached = bool(history) and target is not None and history[-1]["train_accuracy"] >= target
+    for epoch in range(len(history), max_epochs):
+        if reached:
+            break
+        start = time.time()
+        order = epoch_order(len(x), seed, epoch)
+        log(f"train: epoch {epoch + 1}/{max_epochs}")
+        fit = model.fit(x[order], y[order], batch_size=settings.batch_size, epochs=1, shuffle=False,
+                        verbose=verbose)
+        row = {"epoch": epoch + 1, "running_accuracy": round(float(fit.history["accuracy"][-1]), 6)}
+        if permuted:  # the stopping rule needs the accuracy of the weights as they stand
+            row["train_accuracy"] = accuracy(model, x, y)
+            reached = row["train_accuracy"] >= target
+            log(f"train: epoch {epoch + 1}: train accuracy {row['train_accuracy']:.4f} of the weights now "
+                f"(running in-epoch {row['running_accuracy']:.4f}; target {target})")
+        row["seconds"] = round(time.time() - start, 2)
+        history.append(row)
+        if checkpoint is not None and epoch + 1 < max_epochs and not reached:
+            checkpoint.save(model, history)
+    train_acc = history[-1]["train_accuracy"] if permuted else accuracy(model, x, y)
     info = {
         "labels": labels,
-        "epochs_run": len(history.history["loss"]),
+        "epochs_run": len(history),
         "train_images": int(len(x)),
         "train_accuracy": float(train_acc),
-        "test_accuracy": float(test_acc),
-        "train_seconds": round(time.time() - start, 2),
+        "running_train_accuracy": history[-1]["running_accuracy"],
+        "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test),
+        "train_seconds": round(sum(row["seconds"] for row in history), 2),
     }
-    if labels == "permuted" and train_acc < settings.permuted_target_accuracy:
-        log(f"train: warning: permuted-label model reached train accuracy {train_acc:.3f} < target "
-            f"{settings.permuted_target_accuracy} after {info['epochs_run']} epochs; raise "
-            f"train.permuted.max_epochs (budget=paper trains up to 100) for a meaningful data test")
-    log(f"train: {labels}-label model: train accuracy {train_acc:.3f}, test accuracy {test_acc:.3f}")
-    return model, info
+    held_out = validation_arrays(dataset, settings)
+    if held_out is not None:
+        info["validation_accuracy"] = accuracy(model, *held_out)
+    if permuted:
+        info["target_accuracy"] = float(target)
+        info["memorised"] = bool(train_acc >= target)
+        if not info["memorised"]:
+            log(f"train: warning: permuted-label model reached train accuracy {train_acc:.3f} < target "
+                f"{target} after {info['epochs_run']} epochs; raise train.permuted.max_epochs "
+                f"(budget=paper trains up to 100): the data test is INCONCLUSIVE until it memorises")
+    log(f"train: {labels}-label model: train accuracy {train_acc:.3f}, test accuracy {info['test_accuracy']:.3f}")
+    return model, info, history
 
 
 def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings,
@@ -193,10 +282,12 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
             except Exception as err:  # any corruption: report in one line and retrain
                 reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
                 log(f"cache: {model_path.name} is corrupt or incomplete ({reason}); retraining")
-        model, info = train(arch, dataset, labels, seed, settings, log=log)
+        checkpoint = Checkpoint(cache, key)
+        model, info, history = train(arch, dataset, labels, seed, settings, log=log, checkpoint=checkpoint)
         with atomic_path(model_path) as tmp:
             model.save(tmp)
         write_json(meta_path, {"key": key, "arch": arch, "sha256": _sha256(model_path), "info": info,
-                               "data_provenance": dataset.provenance})
+                               "history": history, "data_provenance": dataset.provenance})
+        checkpoint.remove()
         log(f"cache: saved {model_path}")
         return TrainedModel(model, key, labels, dict(info, cache="trained"))

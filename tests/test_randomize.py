@@ -126,7 +126,7 @@ def test_restore_rejects_a_snapshot_of_another_length(trained_cnn):
 # seeding
 
 
-@pytest.mark.parametrize("init", ["layer", "truncated_normal"])
+@pytest.mark.parametrize("init", ["layer", "truncated_normal", "uniform", "permutation"])
 def test_same_seed_same_values_different_seed_different(trained_cnn, init):
     model = trained_cnn
     block = Block("fc1", ("fc1",))
@@ -184,22 +184,57 @@ def test_derive_seed_is_deterministic_31_bit_and_order_sensitive():
 
 
 def test_layer_init_uses_the_layers_own_initializers(trained_cnn):
+    """The paper re-initialises a block with the initializers it was trained from: in the released CNN,
+    truncated_normal(stddev=0.1) kernels and constant 0.1 biases (not zero)."""
     model = trained_cnn
     for name in ("logits", "fc1", "conv2", "conv1"):
         layer = model.get_layer(name)
-        assert np.any(layer.bias.numpy() != 0)  # fake-trained: nonzero biases
+        assert np.any(layer.bias.numpy() != 0.1)  # fake-trained
         randomize_block(model, Block(name, (name,)), seed=21, init="layer")
-        assert np.all(layer.bias.numpy() == 0), f"{name}: zeros bias initializer not used"
+        np.testing.assert_array_equal(layer.bias.numpy(), np.full(layer.bias.shape, 0.1, np.float32))
         kernel = layer.kernel.numpy()
-        receptive = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
-        fan_in, fan_out = kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        assert np.abs(kernel).max() <= limit * (1 + 1e-6), name
-        # Glorot uniform on [-limit, limit]: mean 0, std limit / sqrt(3)
-        assert abs(kernel.mean()) < 0.1 * limit, name
-        assert kernel.std() == pytest.approx(limit / math.sqrt(3), rel=0.15), name
+        assert np.abs(kernel).max() <= 0.2 * (1 + 1e-6), name
+        assert abs(kernel.mean()) < 0.02, name
+        assert kernel.std() == pytest.approx(TRUNCATED_NORMAL_STD_FACTOR * 0.1, rel=0.15), name
         if kernel.size > 10_000:
-            assert np.abs(kernel).max() > 0.95 * limit  # fills the range, not a narrower distribution
+            assert np.abs(kernel).max() > 0.19  # fills the truncated range
+
+
+def test_mlp_layer_init_uses_its_fan_in_scaled_initializer():
+    keras.utils.set_random_seed(0)
+    model = models.mnist_mlp()
+    _fake_train(model)
+    randomize_block(model, Block("fc2", ("fc2",)), seed=3, init="layer")
+    kernel, bias = model.get_layer("fc2").kernel.numpy(), model.get_layer("fc2").bias.numpy()
+    assert not bias.any()
+    assert kernel.std() == pytest.approx(TRUNCATED_NORMAL_STD_FACTOR * 2 / math.sqrt(2500), rel=0.02)
+
+
+def test_uniform_init_has_the_requested_standard_deviation(trained_cnn):
+    std = 0.05
+    randomize_block(trained_cnn, Block("fc1", ("fc1",)), seed=4, init="uniform", init_std=std)
+    kernel = trained_cnn.get_layer("fc1").kernel.numpy()
+    limit = math.sqrt(3) * std
+    assert np.abs(kernel).max() <= limit * (1 + 1e-6) and np.abs(kernel).max() > 0.99 * limit
+    assert kernel.std() == pytest.approx(std, rel=0.01)
+
+
+def test_permutation_init_shuffles_each_variables_own_values(trained_cnn):
+    layer = trained_cnn.get_layer("conv2")
+    before = [v.numpy().copy() for v in layer.trainable_variables]
+    randomize_block(trained_cnn, Block("conv2", ("conv2",)), seed=4, init="permutation")
+    after = [v.numpy() for v in layer.trainable_variables]
+    for old, new in zip(before, after):
+        assert new.shape == old.shape
+        np.testing.assert_array_equal(np.sort(new, axis=None), np.sort(old, axis=None))  # same values
+        assert np.mean(new != old) > 0.9  # in another place
+    again = [v.numpy().copy() for v in layer.trainable_variables]
+    restore_values = before
+    for variable, value in zip(layer.trainable_variables, restore_values):
+        variable.assign(value)
+    randomize_block(trained_cnn, Block("conv2", ("conv2",)), seed=4, init="permutation")
+    for variable, value in zip(layer.trainable_variables, again):
+        np.testing.assert_array_equal(variable.numpy(), value)  # seeded
 
 
 def test_layer_init_honours_a_custom_initializer():
@@ -378,4 +413,4 @@ def test_block_naming_a_missing_layer(trained_cnn):
 
 
 def test_module_constants():
-    assert randomize.INITS == ("layer", "truncated_normal")
+    assert randomize.INITS == ("layer", "truncated_normal", "uniform", "permutation")

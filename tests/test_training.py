@@ -123,6 +123,35 @@ def test_randomization_blocks_order_logits_first():
         assert covered == {layer.name for layer in model.layers if layer.weights}
 
 
+def _truncated_normal_std(stddev: float) -> float:
+    """Standard deviation of N(0, stddev^2) truncated at +-2 stddev (tf.truncated_normal)."""
+    from scipy import stats
+    return float(stats.truncnorm(-2, 2).std() * stddev)
+
+
+def test_cnn_initializers_are_the_released_codes():
+    """src/train_cnn_models.py: weight_variable = truncated_normal(stddev=0.1), bias_variable = constant(0.1)."""
+    keras.utils.set_random_seed(0)
+    model = models.mnist_cnn()
+    for name in ("conv1", "conv2", "fc1", "logits"):
+        kernel, bias = (np.asarray(w) for w in model.get_layer(name).get_weights())
+        assert np.abs(kernel).max() <= 0.2 + 1e-6, name  # truncated at two standard deviations
+        assert kernel.std() == pytest.approx(_truncated_normal_std(0.1), rel=0.1 if kernel.size < 1000 else 0.02)
+        np.testing.assert_array_equal(bias, np.full_like(bias, 0.1))
+
+
+def test_mlp_initializers_are_the_released_codes():
+    """src/train_mlp_models.py: truncated_normal(stddev=2/sqrt(n_inputs)), zero biases."""
+    keras.utils.set_random_seed(0)
+    model = models.mnist_mlp()
+    for name, fan_in in (("fc1", 784), ("fc2", 2500), ("fc3", 1500), ("logits", 500)):
+        kernel, bias = (np.asarray(w) for w in model.get_layer(name).get_weights())
+        stddev = 2 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= 2 * stddev + 1e-6, name
+        assert kernel.std() == pytest.approx(_truncated_normal_std(stddev), rel=0.02), name
+        assert not bias.any(), name
+
+
 def test_build_unknown_architecture():
     with pytest.raises(SanityError, match="unknown model 'resnet'"):
         models.build("resnet")
@@ -371,7 +400,7 @@ def test_failed_save_leaves_no_partial_cache(small, tmp_path, monkeypatch):
             Path(path).write_bytes(b"partial")
             raise OSError("disk full")
 
-    monkeypatch.setattr(training, "train", lambda *a, **k: (BrokenModel(), {"labels": "true"}))
+    monkeypatch.setattr(training, "train", lambda *a, **k: (BrokenModel(), {"labels": "true"}, []))
     cache = tmp_path / "cache"
     with pytest.raises(SanityError, match="disk full"):
         load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log())
@@ -398,13 +427,13 @@ def test_concurrent_callers_train_once(small, tmp_path, monkeypatch):
 
     calls = []
 
-    def slow_fake_train(arch, dataset, labels, seed, settings_, log=print):
+    def slow_fake_train(arch, dataset, labels, seed, settings_, log=print, checkpoint=None):
         calls.append(threading.current_thread().name)
         time.sleep(0.5)  # the other caller arrives while this one holds the lock
         keras.utils.set_random_seed(seed)
         inputs = keras.Input(shape=(28, 28, 1))
         outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(inputs))
-        return keras.Model(inputs, outputs), {"labels": labels, "epochs_run": 1}
+        return keras.Model(inputs, outputs), {"labels": labels, "epochs_run": 1}, []
 
     monkeypatch.setattr(training, "train", slow_fake_train)
     cache = tmp_path / "cache"
@@ -509,7 +538,7 @@ def test_training_arrays_permutes_within_the_training_subset(bundled):
 def test_permuted_training_stops_at_target_accuracy(bundled):
     data = subset(bundled, 256, 200)
     log = Log()
-    model, info = train("mnist_mlp", data, "permuted", 0,
+    model, info, history = train("mnist_mlp", data, "permuted", 0,
                         settings(max_train_images=64, batch_size=32, permuted_target_accuracy=0.9,
                                  permuted_max_epochs=200), log=log)
     assert info["labels"] == "permuted"
@@ -524,11 +553,15 @@ def test_permuted_training_stops_at_target_accuracy(bundled):
     x, y = training_arrays(data, "permuted", 0, settings(max_train_images=64))
     predicted = model.predict(x, verbose=0).argmax(axis=1)
     assert np.mean(predicted == y) == pytest.approx(info["train_accuracy"], abs=1e-6)
+    # it stopped at the first epoch whose weights reached the target, and says so
+    measured = [row["train_accuracy"] for row in history]
+    assert measured[-1] >= 0.9 and all(value < 0.9 for value in measured[:-1])
+    assert info["memorised"] is True and info["target_accuracy"] == 0.9
 
 
 def test_permuted_training_warns_when_target_not_reached(small):
     log = Log()
-    _, info = train("mnist_mlp", small, "permuted", 0,
+    _, info, _ = train("mnist_mlp", small, "permuted", 0,
                     settings(max_train_images=64, batch_size=32, permuted_target_accuracy=1.0,
                              permuted_max_epochs=1), log=log)
     assert info["epochs_run"] == 1
@@ -554,3 +587,92 @@ def test_cnn_learns_mnist_in_one_epoch(bundled, tmp_path):
     assert info["train_accuracy"] > 0.8, info
     logits = result.model.predict(bundled.x_test, verbose=0)
     assert np.mean(logits.argmax(axis=1) == bundled.y_test) == pytest.approx(info["test_accuracy"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the training loop: a new order every epoch, checkpoints, held-out validation images
+
+
+def test_epoch_order_is_seeded_and_new_every_epoch():
+    orders = [training.epoch_order(500, 0, epoch) for epoch in range(3)]
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(500))
+    assert all(not np.array_equal(orders[i], orders[j]) for i in range(3) for j in range(i))
+    np.testing.assert_array_equal(orders[1], training.epoch_order(500, 0, 1))
+    assert not np.array_equal(orders[1], training.epoch_order(500, 1, 1))
+
+
+def test_every_epoch_fits_the_training_set_in_a_new_order(small, monkeypatch):
+    """What the model is fitted on: each epoch a permutation of the whole training set, never the same twice.
+    (Keras' fit(shuffle=True) after set_random_seed repeats one order; a network then learns the sequence.)"""
+    seen = []
+    real_fit = keras.Model.fit
+
+    def recording_fit(self, x=None, y=None, **kwargs):
+        seen.append((np.asarray(x).reshape(len(x), -1).sum(axis=1), np.asarray(y).copy(), kwargs.get("shuffle")))
+        return real_fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    train("mnist_mlp", small, "true", 0, settings(epochs=3, batch_size=64, max_train_images=128), log=Log())
+    assert len(seen) == 3
+    x, y = training_arrays(small, "true", 0, settings(max_train_images=128))
+    sums = x.reshape(len(x), -1).sum(axis=1)
+    for image_sums, labels, shuffle in seen:
+        assert shuffle is False  # our order, not Keras' repeated one
+        np.testing.assert_allclose(np.sort(image_sums), np.sort(sums), rtol=1e-6)
+    assert not np.array_equal(seen[0][0], seen[1][0]) and not np.array_equal(seen[1][0], seen[2][0])
+
+
+def test_validation_images_are_held_out_of_training(bundled):
+    data = subset(bundled, 300, 50)
+    x, y = training_arrays(data, "true", 0, settings(validation_images=100))
+    np.testing.assert_array_equal(x, data.x_train[:200])
+    x_val, y_val = training.validation_arrays(data, settings(validation_images=100))
+    np.testing.assert_array_equal(x_val, data.x_train[200:])
+    np.testing.assert_array_equal(y_val, data.y_train[200:])
+    assert training.validation_arrays(data, settings()) is None
+    with pytest.raises(SanityError, match="validation_images"):
+        training_arrays(data, "true", 0, settings(validation_images=300))
+    with pytest.raises(SanityError, match="validation_images"):
+        settings(validation_images=-1).validate()
+    _, info, _ = train("mnist_mlp", data, "true", 0, settings(validation_images=100, batch_size=64), log=Log())
+    assert info["train_images"] == 200 and 0.0 <= info["validation_accuracy"] <= 1.0
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small, tmp_path):
+    """A checkpoint (weights and Adam state) after every epoch: a training killed in epoch 3 continues from
+    epoch 3 and ends with the weights of an uninterrupted training."""
+    chosen = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
+    whole, _, whole_history = train("mnist_mlp", small, "permuted", 0, chosen, log=Log())
+
+    checkpoint = training.Checkpoint(tmp_path, "key")
+
+    def killing_log(line):
+        if "epoch 3/" in line:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train("mnist_mlp", small, "permuted", 0, chosen, log=killing_log, checkpoint=checkpoint)
+    assert checkpoint.model_path.exists()
+    assert len(json.loads(checkpoint.meta_path.read_text())["history"]) == 2
+    log = Log()
+    resumed, info, history = train("mnist_mlp", small, "permuted", 0, chosen, log=log, checkpoint=checkpoint)
+    assert log.matching("resuming from the checkpoint after epoch 2")
+    assert not log.matching("epoch 1/") and not log.matching("epoch 2/") and log.matching("epoch 3/")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert [row["train_accuracy"] for row in history] == [row["train_accuracy"] for row in whole_history]
+    assert weights_equal(whole, resumed)
+    assert info["memorised"] is False
+
+
+def test_load_or_train_removes_the_checkpoint_once_the_model_is_cached(small, tmp_path):
+    result = load_or_train("mnist_mlp", small, "permuted", 0,
+                           settings(max_train_images=64, batch_size=32, permuted_max_epochs=2,
+                                    permuted_target_accuracy=1.0), cache_dir=tmp_path, log=Log())
+    assert cache_files(tmp_path) == sorted([f"{result.key}.json", f"{result.key}.keras", f"{result.key}.lock"])
+    meta = json.loads((tmp_path / f"{result.key}.json").read_text())
+    assert [row["epoch"] for row in meta["history"]] == [1, 2]
