@@ -6,7 +6,8 @@ randomized model (or a model trained on random labels) using:
 * Spearman rank correlation of absolute-value maps (``spearman_abs``),
 * Spearman rank correlation without absolute value (``spearman``),
 * structural similarity index SSIM (``ssim``),
-* Pearson correlation of histogram-of-gradients features (``hog_pearson``).
+* Pearson correlation of histogram-of-gradients features (``hog_pearson``), as the paper's text says,
+  and their Spearman rank correlation (``hog_spearman``), as the released notebooks compute it.
 
 Maps are first normalised exactly as in the paper's visualisations
 (``VisualizeImageGrayscale`` / ``VisualizeImageDiverging``). Everything here is
@@ -23,7 +24,8 @@ import numpy as np
 
 from sanity_cli.errors import SanityError
 
-METRIC_NAMES = ("spearman_abs", "spearman", "ssim", "hog_pearson")
+METRIC_NAMES = ("spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman")
+HOG_METRICS = ("hog_pearson", "hog_spearman")
 
 _PERCENTILE = 99.0
 _KNOWN_PARAMS = ("pixels_per_cell",)
@@ -434,7 +436,8 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
       spearman     : Spearman rho of normalize_diverging maps;
       ssim         : mean SSIM of normalize_absolute maps, data_range=1 (always defined);
       hog_pearson  : Pearson r of HOG features of normalize_absolute maps
-                     (param ``pixels_per_cell`` overrides the size-based default).
+                     (param ``pixels_per_cell`` overrides the size-based default);
+      hog_spearman : Spearman rho of the same HOG features (the released notebooks' comparison).
     A correlation is undefined when either input vector has zero variance.
     """
     if metric not in METRIC_NAMES:
@@ -455,7 +458,7 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     ref = _as_batch(ref)
     oth = _as_batch(oth)
     ppc = params.get("pixels_per_cell")
-    if metric == "hog_pearson":
+    if metric in HOG_METRICS:
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 
     # Every metric is computed map by map, so the batch is processed in chunks whose
@@ -485,6 +488,8 @@ def _compare_chunk(both: np.ndarray, metric: str, ppc) -> tuple[np.ndarray, np.n
         norm = _normalize_absolute(both)
         values = _ssim_batch(norm[:k], norm[k:], data_range=1.0)
         return values.astype(np.float64), np.zeros(k, dtype=bool)
-    # hog_pearson
     feats = _hog_features(_normalize_absolute(both), ppc)
+    if metric == "hog_spearman":
+        ranks = _rank_rows(feats)
+        return rowwise_pearson(ranks[:k], ranks[k:])
     return rowwise_pearson(feats[:k], feats[k:])

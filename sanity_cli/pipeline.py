@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import config as config_checks
 from . import data as data_sources
 from . import methods, metrics, models, randomize, report, training
+from .checks import SelfChecks, finite_rows
 from .errors import SanityError
 from .io import atomic_path, write_json
 from .manifest import build_manifest, device_summary
@@ -139,12 +140,21 @@ def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repea
 
 
 def choose_targets(cfg: DictConfig, model, images, labels) -> np.ndarray:
-    """The class explained at every stage: the trained model's top-1 prediction (as in the paper) or the label."""
+    """The class explained: the trained model's top-1 prediction, kept at every stage (`predicted`), or the
+    label (`label`). With `predicted_per_stage` (the released notebooks' choice) each randomized model's own
+    top-1 class is explained instead; see stage_targets."""
     logits = methods.engine.engine_for(model).predict_logits(images, batch_size=cfg.batch_size)
     predicted = logits.argmax(axis=1).astype(np.int32)
     if cfg.target == "label":  # photos without a label (-1) keep the prediction
         return np.where(labels >= 0, labels, predicted).astype(np.int32)
     return predicted
+
+
+def stage_targets(cfg: DictConfig, targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The classes explained at one stage, given the stage model's logits."""
+    if cfg.target == "predicted_per_stage":
+        return logits.argmax(axis=1).astype(np.int32)
+    return targets
 
 
 # ---------------------------------------------------------------- randomize
@@ -177,10 +187,16 @@ def compare_stage(reference: dict[str, np.ndarray], maps: dict[str, np.ndarray],
     grids."""
     unit = {}
     for name, explained in maps.items():
+        finite = finite_rows(reference[name]) & finite_rows(explained)
+        unit[f"nonfinite/{name}"] = ~finite
         for metric, params in metric_params.items():
-            values, undefined = metrics.compare(reference[name], explained, metric, **params)
+            values, undefined = np.full(len(finite), np.nan), np.ones(len(finite), bool)
+            if finite.any():  # a map with NaN/Inf is never compared: its similarity is undefined
+                values[finite], undefined[finite] = metrics.compare(reference[name][finite], explained[finite],
+                                                                    metric, **params)
             unit[f"value/{name}/{metric}"] = np.asarray(values, np.float64)
             unit[f"undefined/{name}/{metric}"] = np.asarray(undefined, bool)
+        explained = np.where(np.isfinite(explained), explained, 0.0)
         shown = explained[:grid_images]
         unit[f"absolute/{name}"] = metrics.normalize_absolute(shown)
         unit[f"diverging/{name}"] = metrics.normalize_diverging(shown)
@@ -191,8 +207,9 @@ class Comparison:
     """Collects every stage's metric rows and the normalised maps shown in the grids. Each stage is one unit
     of work, saved as it finishes and skipped when a killed run is resumed."""
 
-    def __init__(self, cfg: DictConfig, runs, image_ids: np.ndarray, units: UnitStore):
+    def __init__(self, cfg: DictConfig, runs, image_ids: np.ndarray, units: UnitStore, checks: SelfChecks):
         self.cfg = cfg
+        self.checks = checks
         self.names = [run.name for run in runs]
         self.metric_params = config_checks.metric_params(cfg)
         self.image_ids = image_ids
@@ -220,6 +237,7 @@ class Comparison:
             unit = compare_stage(self.reference, explain(), self.metric_params, self.cfg.grid_images)
             self.units.save(name, unit)
         for method in self.names:
+            self.checks.record_nonfinite(method, int(unit[f"nonfinite/{method}"].sum()))
             for metric in self.metric_params:
                 self.frames.append(pd.DataFrame({
                     "model": self.cfg.model.name, "test": self.cfg.test.name, "stage": stage.index,
@@ -239,48 +257,98 @@ class Comparison:
         source = self.grid_abs if mode == "absolute" else self.grid_div
         return {name: np.stack(stages, axis=1) for name, stages in source.items()}
 
+    def null_table(self) -> pd.DataFrame:
+        """The null similarity's raw values: each method's trained-model maps of image i and of a different
+        image (report.null_partners), for every metric."""
+        partner = report.null_partners(len(self.image_ids), self.cfg.seed)
+        frames = []
+        for method in self.names:
+            maps = self.reference[method]
+            if len(partner) == 0:
+                continue
+            finite = finite_rows(maps)
+            pairs = finite & finite[partner]
+            for metric, params in self.metric_params.items():
+                values, undefined = np.full(len(partner), np.nan), np.ones(len(partner), bool)
+                if pairs.any():
+                    values[pairs], undefined[pairs] = metrics.compare(maps[pairs], maps[partner][pairs], metric,
+                                                                      **params)
+                frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids,
+                                            "other_image": self.image_ids[partner], "value": values,
+                                            "undefined": undefined}))
+        if not frames:
+            return pd.DataFrame(columns=report.NULL_COLUMNS)
+        return pd.concat(frames, ignore_index=True)[report.NULL_COLUMNS]
 
-def run_model_randomization(cfg, trained, runs, images, targets, image_ids, units: UnitStore) -> Comparison:
+
+def run_model_randomization(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
+                            checks: SelfChecks) -> Comparison:
     """Paper Sec. 3.1. Randomizing a block is cheap, explaining is not: a resumed run replays the seeded
-    re-initialisations of finished stages (so later stages see the same weights) but skips their maps."""
+    re-initialisations of finished stages (so later stages see the same weights) but skips their maps.
+    After each stage the logits on the explained images are checked to have changed."""
     model = trained.model
+    engine = methods.engine.engine_for(model)
     blocks = models.randomization_blocks(model)
     stages = plan_stages(cfg.test.name, blocks)
     trained_weights = randomize.snapshot(model)
-    comparison = Comparison(cfg, runs, image_ids, units)
+    trained_logits = engine.predict_logits(images, batch_size=cfg.batch_size)
+    comparison = Comparison(cfg, runs, image_ids, units, checks)
     comparison.set_reference(stages[0], lambda: explain_all(model, runs, images, targets, cfg, stage=0, repeat=0))
     try:
         for repeat in range(cfg.test.repeats):
             randomize.restore(model, trained_weights)
+            previous = trained_logits
             for stage in tqdm(stages[1:], desc=f"stages (repeat {repeat})", disable=None):
                 randomize_stage(model, stage, blocks, trained_weights, cfg, repeat)
-                comparison.add(stage, repeat, lambda: explain_all(model, runs, images, targets, cfg,
+                logits = engine.predict_logits(images, batch_size=cfg.batch_size)
+                checks.check_stage(stage_unit(stage.index, repeat), stage.block,
+                                   trained_logits if stage.restore_first else previous, logits)
+                previous = logits
+                explained = stage_targets(cfg, targets, logits)
+                comparison.add(stage, repeat, lambda: explain_all(model, runs, images, explained, cfg,
                                                                   stage.index, repeat))
     finally:
         randomize.restore(model, trained_weights)
     return comparison
 
 
-def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units: UnitStore) -> Comparison:
-    """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models."""
-    comparison = Comparison(cfg, runs, image_ids, units)
+def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units: UnitStore,
+                           checks: SelfChecks) -> Comparison:
+    """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models.
+    Meaningful only once the permuted-label model has memorised its labels (checked)."""
+    checks.check_memorised(permuted.info, float(cfg.train.permuted.target_accuracy))
+    comparison = Comparison(cfg, runs, image_ids, units, checks)
     comparison.set_reference(Stage(0, "true_labels"),
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
+    permuted_logits = methods.engine.engine_for(permuted.model).predict_logits(images, batch_size=cfg.batch_size)
+    explained = stage_targets(cfg, targets, permuted_logits)
     comparison.add(Stage(1, "permuted_labels"), 0,
-                   lambda: explain_all(permuted.model, runs, images, targets, cfg, stage=1, repeat=0))
+                   lambda: explain_all(permuted.model, runs, images, explained, cfg, stage=1, repeat=0))
     return comparison
+
+
+def guided_methods(runs) -> set[str]:
+    """Configured methods built on Guided Backprop (directly, or as SmoothGrad/VarGrad's base)."""
+    return {run.name for run in runs
+            if methods.get(run.kind).uses_guided_relu
+            or (run.params.get("base") and methods.get(run.params["base"]).uses_guided_relu)}
 
 
 # ---------------------------------------------------------------- write
 
-def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_images, captions) -> pd.DataFrame:
+def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_images, captions,
+                  problems: dict[str, list[str]]) -> pd.DataFrame:
     from . import plots
 
     table = comparison.table()
     summary = report.summarize(table)
+    null = comparison.null_table()
     controls = {run.name for run in runs if not methods.get(run.kind).needs_model}
-    verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, cfg.verdict.threshold, controls)
-    for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("verdict.csv", verdict)):
+    verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, controls, rule=cfg.verdict.rule,
+                             threshold=cfg.verdict.threshold, null=report.summarize_null(null),
+                             problems=problems)
+    for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("null.csv", null),
+                        ("verdict.csv", verdict)):
         with atomic_path(run_dir / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
     if cfg.plots:
@@ -297,6 +365,15 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
         else:
             plots.similarity_curves(run_dir / "similarity.png", summary, chosen_metrics, title=title)
     return verdict
+
+
+def verdict_heading(cfg) -> str:
+    """What the verdict means, in one line."""
+    if cfg.verdict.rule == "threshold":
+        return (f"Verdict ({cfg.verdict.metric}, threshold rule: FAIL = similarity after randomization >= "
+                f"{cfg.verdict.threshold})")
+    return (f"Verdict ({cfg.verdict.metric}, baseline rule: PASS = after randomization no more similar than the "
+            f"trained model's maps of two different images (null); FAIL = clearly more similar)")
 
 
 def model_rows(cfg, *trained_models) -> pd.DataFrame:
@@ -353,6 +430,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
         runs = applicable_methods(cfg, trained.model)
         targets = choose_targets(cfg, trained.model, images, labels)
+        checks = SelfChecks(log)
+        if guided_methods(runs):
+            checks.check_guided_swap(methods.engine.engine_for(trained.model), images, targets, cfg.batch_size)
         units.check_inputs({"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
                             "image_ids": image_ids.tolist(), "targets": targets.tolist(),
                             "models": [t.key for t in (trained, permuted) if t is not None]})
@@ -360,24 +440,27 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             f"metrics {', '.join(cfg.metric)}")
         with timer.phase("explain_randomize_compare"):
             if cfg.test.name == "data":
-                comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units)
+                comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units,
+                                                    checks)
             else:
-                comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units)
+                comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units, checks)
+            checks.finish()
         with timer.phase("write"):
             captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
-            verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions)
+            verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions,
+                                    checks.problems(guided_methods(runs)))
             models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
             with atomic_path(run_dir / "models.csv") as tmp:
                 models_table.to_csv(tmp, index=False, float_format="%.6g")
         write_json(run_dir / "manifest.json", build_manifest(
             cfg, dataset=dataset, models=models_table.to_dict(orient="records"), phases=timer.seconds,
             started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist(),
-                                    "config_fingerprint": units.fingerprint, "resumed_units": resumed_units}))
+                                    "config_fingerprint": units.fingerprint, "resumed_units": resumed_units,
+                                    "self_checks": checks.as_dict()}))
         units.remove()
     finally:
         units.release()
-    print(f"\nVerdict ({cfg.verdict.metric}; FAIL = maps still similar after randomization, "
-          f"threshold {cfg.verdict.threshold}):")
+    print(f"\n{verdict_heading(cfg)}:")
     print(report.format_verdict(verdict))
     if permuted is not None:
         print(f"\nmodels: true-label test accuracy {trained.info['test_accuracy']:.3f}; permuted-label train "

@@ -1,4 +1,11 @@
-"""Tables from the tidy metrics: summary statistics and a PASS/FAIL verdict per method."""
+"""Tables from the tidy metrics: summary statistics, the null similarity and a verdict per method.
+
+The verdict (rule `baseline`, the default) compares a method's similarity after randomization with its
+*null similarity*: the same metric between the trained model's maps of two different images (seeded random
+pairs; the baseline Arun et al., Radiology: AI 2021, use for SSIM). A method whose maps of the randomized
+model are no more alike to the trained model's maps than the maps of two different images are has lost
+what it showed, as it should.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+VERDICT_RULES = ("baseline", "threshold")
+NULL_COLUMNS = ["method", "metric", "image", "other_image", "value", "undefined"]
 METRIC_COLUMNS = ["model", "test", "stage", "block", "method", "metric", "image", "repeat", "value", "undefined"]
 
 
@@ -29,30 +38,104 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["stage", "method", "metric"], kind="stable").reset_index(drop=True)
 
 
-def verdict(summary: pd.DataFrame, test: str, metric: str, threshold: float, controls: set[str]) -> pd.DataFrame:
-    """For each method: the similarity between trained and randomized explanations and PASS / FAIL.
+def null_partners(n: int, seed: int) -> np.ndarray:
+    """For each of n images a different image to pair it with: a seeded random cyclic order
+    (a derangement, so no image is paired with itself); empty for n < 2."""
+    if n < 2:
+        return np.zeros(0, dtype=np.int64)
+    order = np.random.default_rng([int(seed), 3]).permutation(n)
+    partner = np.empty(n, dtype=np.int64)
+    partner[order] = np.roll(order, -1)
+    return partner
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n): the 95% t-interval of the mean of the finite values."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n == 0:
+        return np.nan, np.nan, np.nan, 0
+    mean = float(values.mean())
+    if n == 1:
+        return mean, mean, mean, 1
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def summarize_null(null: pd.DataFrame) -> pd.DataFrame:
+    """Per method and metric: the mean null similarity over image pairs with its 95% t-interval."""
+    rows = []
+    for (method, metric), group in null.groupby(["method", "metric"], sort=False):
+        mean, low, high, n = mean_interval(group.loc[~group["undefined"], "value"].to_numpy(float))
+        rows.append({"method": method, "metric": metric, "null_similarity": mean, "null_ci_low": low,
+                     "null_ci_high": high, "null_n": n})
+    return pd.DataFrame(rows, columns=["method", "metric", "null_similarity", "null_ci_low", "null_ci_high", "null_n"])
+
+
+def decide(similarity: float, ci_low: float, null_high: float, rule: str, threshold: float) -> tuple[str, str]:
+    """PASS / FAIL / INCONCLUSIVE and the reason, for a method whose preconditions are met.
+
+    baseline: PASS when the similarity is not above the null's 95% interval (similarity <= null_ci_high);
+    FAIL when its whole 95% interval lies above the null's (ci_low > null_ci_high); otherwise the two cannot
+    be told apart with these images: INCONCLUSIVE. threshold: FAIL when similarity >= threshold.
+    """
+    if np.isnan(similarity):
+        return "INCONCLUSIVE", "every map pair was constant: the similarity is undefined"
+    if rule == "threshold":
+        if similarity >= threshold:
+            return "FAIL", f"similarity {similarity:.3f} >= threshold {threshold}"
+        return "PASS", f"similarity {similarity:.3f} < threshold {threshold}"
+    if np.isnan(null_high):
+        return "INCONCLUSIVE", "no null similarity: needs at least 2 images with defined maps"
+    if similarity <= null_high:
+        return "PASS", "no more similar than maps of two different images"
+    if ci_low > null_high:
+        return "FAIL", "clearly more similar than maps of two different images: the maps survive"
+    return "INCONCLUSIVE", "above the null, but the 95% intervals overlap: explain more images (n_images)"
+
+
+def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *, rule: str = "baseline",
+            threshold: float = 0.5, null: pd.DataFrame | None = None,
+            problems: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """For each method: the similarity between trained and randomized explanations and its verdict.
 
     cascading: the last stage (every block randomized); independent: the mean over single-block stages;
-    data: true-label vs permuted-label model. A method FAILs when its maps stay similar (mean >= threshold)
-    after the model (or its training labels) was destroyed; controls are reference rows.
+    data: true-label vs permuted-label model. `null` is summarize_null's table; `problems` maps a method
+    (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
+    constant map in any compared pair. Model-free
+    controls get no verdict: they are `reference` rows showing what a map that ignores the model scores.
     """
+    problems = problems or {}
     chosen = summary[(summary["metric"] == metric) & (summary["stage"] > 0)]
     if test == "cascading":
         chosen = chosen[chosen["stage"] == chosen["stage"].max()]
+    nulls = {} if null is None else {row.method: row for row in null[null["metric"] == metric].itertuples()}
     rows = []
     for method, group in chosen.groupby("method", sort=False):
         undefined = int(group["n_undefined"].sum())
         group = group[group["n"] > 0]  # a block whose maps were all constant has no mean to pool
         n = int(group["n"].sum())
         mean = float(np.average(group["mean"], weights=group["n"])) if n else np.nan
-        if np.isnan(mean):
-            outcome = "UNDEFINED"
+        ci_low = float(group["ci_low"].min()) if n else np.nan
+        ci_high = float(group["ci_high"].max()) if n else np.nan
+        base = nulls.get(method)
+        null_mean, null_low, null_high = ((base.null_similarity, base.null_ci_low, base.null_ci_high)
+                                          if base is not None else (np.nan, np.nan, np.nan))
+        unmet = problems.get("*", []) + problems.get(method, [])
+        if undefined:  # a constant map explains nothing; dropping those images would bias the mean
+            unmet = unmet + [f"{undefined} of {n + undefined} map pairs hold a constant map (similarity undefined)"]
+        if method in controls:
+            outcome, reason = "reference", "model-free control: no verdict"
+        elif unmet:
+            outcome, reason = "INCONCLUSIVE", "; ".join(unmet)
         else:
-            outcome = "FAIL" if mean >= threshold else "PASS"
+            outcome, reason = decide(mean, ci_low, null_high, rule, threshold)
         rows.append({"method": method, "role": "control" if method in controls else "method", "metric": metric,
-                     "similarity": mean, "ci_low": float(group["ci_low"].min()),
-                     "ci_high": float(group["ci_high"].max()), "n": n, "n_undefined": undefined, "threshold": threshold, "verdict": outcome,
-                     "compared": _compared(test, group)})
+                     "similarity": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n, "n_undefined": undefined,
+                     "null_similarity": null_mean, "null_ci_low": null_low, "null_ci_high": null_high,
+                     "rule": rule, "threshold": threshold if rule == "threshold" else np.nan,
+                     "verdict": outcome, "reason": reason, "compared": _compared(test, group)})
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values(["role", "similarity"], ascending=[False, True], kind="stable")
@@ -71,10 +154,21 @@ def format_verdict(table: pd.DataFrame) -> str:
     """The verdict as an aligned text table for the terminal."""
     if table.empty:
         return "(no verdict: no randomized stage)"
-    lines = [f"{'method':34s} {'similarity':>10s} {'95% CI':>17s} {'n':>5s}  verdict"]
+    lines = [f"{'method':34s} {'similarity':>10s} {'95% CI':>15s} {'null':>6s} {'null 95% CI':>15s} {'n':>4s}  "
+             f"verdict"]
     for row in table.itertuples():
         ci = f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]" if not np.isnan(row.similarity) else ""
-        label = row.verdict + ("  (model-free control)" if row.role == "control" else "")
+        null_value = getattr(row, "null_similarity", np.nan)
+        null = f"{null_value:6.3f}" if not pd.isna(null_value) else f"{'':6s}"
+        null_ci = (f"[{row.null_ci_low:+.2f}, {row.null_ci_high:+.2f}]"
+                   if not pd.isna(getattr(row, "null_ci_low", np.nan)) else "")
+        reason = getattr(row, "reason", "")
+        detail = f"  ({reason})" if row.verdict in ("INCONCLUSIVE",) and isinstance(reason, str) else ""
         undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined else ""
-        lines.append(f"{row.method:34s} {row.similarity:10.3f} {ci:>17s} {row.n:5d}  {label}{undefined}")
+        lines.append(f"{row.method:34s} {row.similarity:10.3f} {ci:>15s} {null} {null_ci:>15s} {row.n:4d}  "
+                     f"{row.verdict}{detail}{undefined}")
+    if (table["role"] == "control").any():
+        names = ", ".join(table.loc[table["role"] == "control", "method"])
+        lines.append(f"reference rows ({names}): model-free controls; their similarity shows what a map that "
+                     f"ignores the model scores, so they get no verdict.")
     return "\n".join(lines)

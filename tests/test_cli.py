@@ -44,7 +44,7 @@ def test_groups_are_the_documented_interface():
     assert set(GROUPS["data"]) >= {"mnist", "fashion_mnist"}
     assert set(GROUPS["test"]) == {"cascading", "independent", "data"}
     assert set(GROUPS["budget"]) >= {"smoke", "paper"}
-    assert set(GROUPS["metric"]) == {"spearman_abs", "spearman", "ssim", "hog_pearson"}
+    assert set(GROUPS["metric"]) == {"spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman"}
 
 
 @pytest.mark.parametrize("group", ["model", "data", "test", "budget", "experiment"])

@@ -101,13 +101,42 @@ def test_gradient_x_input_of_linear_model(linear, linear_images):
     _close(explain(model, images, targets, "gradient_x_input"), want, atol=1e-6)
 
 
-@pytest.mark.parametrize("rule,steps", [("midpoint", 1), ("midpoint", 3), ("trapezoid", 2), ("trapezoid", 4)])
+@pytest.mark.parametrize("rule,steps", [("midpoint", 1), ("midpoint", 3), ("trapezoid", 2), ("trapezoid", 4),
+                                        ("left", 1), ("left", 3), ("pair", 1), ("pair", 4)])
 def test_integrated_gradients_of_linear_model_is_weight_times_input(linear, linear_images, rule, steps):
     model, w, _ = linear
     images, targets = linear_images
     want = w[:, targets].T.reshape(images.shape) * images
     got = explain(model, images, targets, "integrated_gradients", {"steps": steps, "rule": rule})
     _close(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 4, 10])
+def test_integrated_gradients_left_rule_is_a_left_riemann_sum(smooth_net, steps):
+    """rule=left: (x - x') * (1/m) sum_{k=0}^{m-1} grad f(x' + (k/m)(x - x')), written out by hand."""
+    model, images, targets = smooth_net
+    engine = engine_for(model)
+    total = np.zeros_like(images, dtype=np.float64)
+    for k in range(steps):
+        total += engine.gradients(images * (k / steps), targets)
+    want = images * total / steps
+    got = explain(model, images, targets, "integrated_gradients", {"steps": steps, "rule": "left"})
+    _close(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+def test_integrated_gradients_pair_rule_is_pairs_getmask(smooth_net, steps):
+    """rule=pair: PAIR saliency's GetMask, the code the paper ran: np.linspace(0, 1, steps) path points,
+    gradients summed and divided by steps."""
+    model, images, targets = smooth_net
+    engine = engine_for(model)
+    total = np.zeros_like(images, dtype=np.float64)
+    for alpha in np.linspace(0, 1, steps):
+        total += engine.gradients(images * alpha, targets)
+    got = explain(model, images, targets, "integrated_gradients", {"steps": steps, "rule": "pair"})
+    _close(got, total * images / steps, atol=1e-6)
+    midpoint = explain(model, images, targets, "integrated_gradients", {"steps": steps, "rule": "midpoint"})
+    assert not np.allclose(got, midpoint, atol=1e-4)
 
 
 def test_integrated_gradients_constant_baseline(linear, linear_images):

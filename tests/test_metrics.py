@@ -23,7 +23,7 @@ def rng():
 
 
 def test_metric_names():
-    assert METRIC_NAMES == ("spearman_abs", "spearman", "ssim", "hog_pearson")
+    assert METRIC_NAMES == ("spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman")
 
 
 @pytest.mark.parametrize("metric", METRIC_NAMES)
@@ -107,6 +107,23 @@ def test_hog_pearson_matches_corrcoef(rng, shape, ppc, cpb):
         fy = hog(y, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb)
         expected.append(np.corrcoef(fx, fy)[0, 1])
     np.testing.assert_allclose(values, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,ppc,cpb", [((4, 28, 28), (4, 4), (2, 2)), ((2, 40, 40, 3), (16, 16), (2, 2))])
+def test_hog_spearman_is_scipys_spearman_of_skimages_hog(rng, shape, ppc, cpb):
+    """The released notebooks compare HOG features by Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    a = rng.normal(size=shape)
+    b = 0.5 * a + rng.normal(size=shape)
+    values, undefined = compare(a, b, "hog_spearman")
+    assert not undefined.any()
+    expected = [spearmanr(hog(x, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb),
+                          hog(y, orientations=9, pixels_per_cell=ppc, cells_per_block=cpb)).statistic
+                for x, y in zip(normalize_absolute(a).astype(np.float64), normalize_absolute(b).astype(np.float64))]
+    np.testing.assert_allclose(values, expected, atol=1e-10)
+    pearson, _ = compare(a, b, "hog_pearson")
+    assert not np.allclose(values, pearson)  # a different statistic of the same features
 
 
 def test_normalize_absolute_range_percentile_and_channels(rng):
@@ -200,7 +217,7 @@ def test_rowwise_pearson(rng):
 
 def test_unknown_metric_raises(rng):
     a = rng.normal(size=(1, 8, 8))
-    with pytest.raises(SanityError, match="unknown metric 'x'; choose from spearman_abs, spearman, ssim, hog_pearson"):
+    with pytest.raises(SanityError, match="unknown metric 'x'; choose from spearman_abs, spearman, ssim, hog_pearson, hog_spearman"):
         compare(a, a, "x")
 
 

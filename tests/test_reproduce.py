@@ -42,8 +42,10 @@ def test_suite_run_then_a_changed_verdict_exits_1(sanity, tmp_path, suite_file):
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
     assert "every verdict is the same" in same.stdout
 
-    # A threshold of -1 makes every method FAIL: the verdicts that were PASS change, and cron hears of it.
-    changed = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP, "verdict.threshold=-1")
+    # The threshold rule with a threshold of -1 makes every method FAIL: the verdicts that were PASS change,
+    # and cron hears of it.
+    changed = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP, "verdict.rule=threshold",
+                     "verdict.threshold=-1")
     assert changed.returncode == 1, changed.stdout[-3000:] + changed.stderr[-3000:]
     passed_before = verdicts[verdicts["verdict"] == "PASS"]
     assert len(passed_before) >= 1

@@ -575,16 +575,17 @@ def test_permuted_training_warns_when_target_not_reached(small):
 
 
 @pytest.mark.slow
-def test_cnn_learns_mnist_in_one_epoch(bundled, tmp_path):
+def test_cnn_learns_mnist_in_two_epochs(bundled, tmp_path):
+    """The smoke budget's training (2 epochs of the bundled 4000 images) gives a real digit classifier."""
     assert len(bundled.x_train) == 4000 and len(bundled.x_test) == 1000
     result = load_or_train("mnist_cnn", bundled, "true", 0,
-                           settings(epochs=1, batch_size=128, learning_rate=1e-3), cache_dir=tmp_path,
+                           settings(epochs=2, batch_size=128, learning_rate=1e-3), cache_dir=tmp_path,
                            log=Log())
     info = result.info
-    assert info["epochs_run"] == 1
+    assert info["epochs_run"] == 2
     assert info["train_images"] == 4000
-    assert info["test_accuracy"] > 0.8, info  # chance is 0.1
-    assert info["train_accuracy"] > 0.8, info
+    assert info["test_accuracy"] > 0.85, info  # chance is 0.1
+    assert info["train_accuracy"] > 0.85, info
     logits = result.model.predict(bundled.x_test, verbose=0)
     assert np.mean(logits.argmax(axis=1) == bundled.y_test) == pytest.approx(info["test_accuracy"], abs=1e-6)
 

@@ -28,7 +28,7 @@ def gradcam(model, images, targets, *, layer: str | None = None, output: str = "
     return _to_image_shape(cam, np.asarray(images))
 
 
-@register("guided_gradcam", needs_conv_layer=True)
+@register("guided_gradcam", needs_conv_layer=True, uses_guided_relu=True)
 def guided_gradcam(model, images, targets, *, layer: str | None = None, output: str = "logit",
                    batch_size: int = 256, seed=0) -> np.ndarray:
     """Guided backprop ⊙ upsampled Grad-CAM."""

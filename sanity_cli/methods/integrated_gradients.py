@@ -8,7 +8,7 @@ from ..errors import SanityError
 from .engine import accumulate_over_points, engine_for
 from .registry import register
 
-RULES = ("midpoint", "trapezoid")
+RULES = ("midpoint", "trapezoid", "left", "pair")
 
 
 def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndarray]:
@@ -16,11 +16,18 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
 
     midpoint:  a_k = (k + 1/2) / steps, w_k = 1 / steps           (k = 0..steps-1)
     trapezoid: a_k = k / (steps - 1),   w_k = 1 / (steps - 1), halved at both ends
+    left:      a_k = k / steps,         w_k = 1 / steps           (left Riemann sum from the baseline)
+    pair:      a_k = k / (steps - 1),   w_k = 1 / steps           (PAIR saliency's GetMask, which the paper
+               used: np.linspace(0, 1, steps) summed and divided by steps; both ends, weights sum to 1)
     """
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise SanityError(f"integrated_gradients: steps must be a positive integer, got {steps}")
     if rule == "midpoint":
         return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    if rule == "left":
+        return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
+    if rule == "pair":
+        return np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps)
     if rule == "trapezoid":
         if steps < 2:
             raise SanityError("integrated_gradients: the trapezoid rule needs steps >= 2")

@@ -20,6 +20,7 @@ class MethodSpec:
     needs_model: bool = True        # False for the model-free controls
     needs_conv_layer: bool = False  # GradCAM family
     reseed_per_stage: bool = False  # random control: fresh noise at every stage
+    uses_guided_relu: bool = False  # Guided Backprop family: meaningful only if the guided ReLU swap engages
 
     def parameters(self) -> list[str]:
         skip = {"model", "images", "targets", "batch_size", "seed"}

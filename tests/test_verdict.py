@@ -1,0 +1,144 @@
+"""The verdict: null similarity, the baseline rule, preconditions and self-checks, on hand-made cases."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from sanity_cli import report
+from sanity_cli.checks import SelfChecks, finite_rows, maps_differ
+from sanity_cli.methods.engine import engine_for
+from sanity_cli.pipeline import compare_stage
+
+
+def test_null_partners_pair_every_image_with_another_one():
+    for n in (2, 3, 10, 101):
+        partner = report.null_partners(n, seed=5)
+        assert sorted(partner) == list(range(n))          # each image is someone's partner once
+        assert (partner != np.arange(n)).all()             # never itself
+    np.testing.assert_array_equal(report.null_partners(10, 5), report.null_partners(10, 5))
+    assert not np.array_equal(report.null_partners(50, 5), report.null_partners(50, 6))
+    assert len(report.null_partners(1, 0)) == 0
+
+
+def test_null_similarity_of_a_hand_made_case():
+    """Three images; pair values 0.2, 0.4, 0.9 (one undefined pair is left out): mean and t-interval by hand."""
+    null = pd.DataFrame({"method": "m", "metric": "spearman_abs", "image": [0, 1, 2, 3],
+                         "other_image": [1, 2, 3, 0], "value": [0.2, 0.4, 0.9, np.nan],
+                         "undefined": [False, False, False, True]})
+    row = report.summarize_null(null).iloc[0]
+    values = np.array([0.2, 0.4, 0.9])
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+    assert row["null_similarity"] == pytest.approx(0.5)
+    assert row["null_ci_low"] == pytest.approx(0.5 - half) and row["null_ci_high"] == pytest.approx(0.5 + half)
+    assert row["null_n"] == 3
+
+
+@pytest.mark.parametrize("similarity, ci_low, null_high, expected", [
+    (0.10, 0.05, 0.20, "PASS"),           # below the null's upper bound
+    (0.20, 0.10, 0.20, "PASS"),           # at it
+    (0.30, 0.15, 0.20, "INCONCLUSIVE"),   # above, but its interval reaches into the null's
+    (0.60, 0.50, 0.20, "FAIL"),           # its whole interval lies above the null's
+    (np.nan, np.nan, 0.20, "INCONCLUSIVE"),
+    (0.10, 0.05, np.nan, "INCONCLUSIVE"),
+])
+def test_baseline_rule(similarity, ci_low, null_high, expected):
+    outcome, reason = report.decide(similarity, ci_low, null_high, "baseline", 0.5)
+    assert outcome == expected and reason
+
+
+def test_threshold_rule_is_kept_as_an_option():
+    assert report.decide(0.6, 0.5, 0.9, "threshold", 0.5)[0] == "FAIL"
+    assert report.decide(0.4, 0.3, 0.1, "threshold", 0.5)[0] == "PASS"
+
+
+def _summary(rows):
+    return pd.DataFrame([dict(model="m", test="cascading", stage=stage, block=f"b{stage}", method=method,
+                              metric="spearman_abs", mean=mean, std=0.1, ci_low=mean - 0.05, ci_high=mean + 0.05,
+                              n=10, n_undefined=undefined, seed_std=np.nan)
+                         for stage, method, mean, undefined in rows])
+
+
+def _null(rows):
+    return pd.DataFrame([dict(method=method, metric="spearman_abs", null_similarity=mean, null_ci_low=mean - 0.05,
+                              null_ci_high=mean + 0.05, null_n=10) for method, mean in rows])
+
+
+def test_verdict_table_uses_the_last_stage_its_null_and_the_preconditions():
+    summary = _summary([(0, "gradient", 1.0, 0), (1, "gradient", 0.6, 0), (2, "gradient", 0.1, 0),
+                        (2, "guided", 0.7, 0), (2, "cam", 0.1, 3), (2, "sobel", 1.0, 0)])
+    null = _null([("gradient", 0.12), ("guided", 0.3), ("cam", 0.2), ("sobel", 0.4)])
+    table = report.verdict(summary, "cascading", "spearman_abs", {"sobel"}, null=null,
+                           problems={"guided": ["the guided ReLU swap did not engage"]}).set_index("method")
+    assert table.loc["gradient", "verdict"] == "PASS"
+    assert table.loc["gradient", "similarity"] == pytest.approx(0.1)       # last stage, not stage 1
+    assert table.loc["gradient", "null_similarity"] == pytest.approx(0.12)
+    assert table.loc["gradient", "null_ci_high"] == pytest.approx(0.17)
+    assert table.loc["guided", "verdict"] == "INCONCLUSIVE"
+    assert "did not engage" in table.loc["guided", "reason"]
+    assert table.loc["cam", "verdict"] == "INCONCLUSIVE" and "constant map" in table.loc["cam", "reason"]
+    assert table.loc["sobel", "verdict"] == "reference" and table.loc["sobel", "role"] == "control"
+    everything = report.verdict(summary, "cascading", "spearman_abs", {"sobel"}, null=null,
+                                problems={"*": ["permuted model did not memorise"]}).set_index("method")
+    assert (everything.loc[["gradient", "guided", "cam"], "verdict"] == "INCONCLUSIVE").all()
+    assert everything.loc["sobel", "verdict"] == "reference"
+    text = report.format_verdict(everything.reset_index())
+    assert "reference rows (sobel)" in text and "permuted model did not memorise" in text
+
+
+def test_guided_swap_self_check_fails_loudly_on_a_model_without_relu():
+    """On a tanh network the guided ReLU swap has nothing to replace: Guided Backprop is the gradient, the
+    self-check fails with a log line, and the Guided Backprop family's verdicts become INCONCLUSIVE."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 1))
+    hidden = keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    images = np.random.default_rng(0).uniform(size=(4, 6, 6, 1)).astype(np.float32)
+    targets = np.array([0, 1, 2, 0], np.int32)
+    lines = []
+    checks = SelfChecks(lines.append)
+    assert checks.check_guided_swap(engine_for(model), images, targets, batch_size=8) is False
+    assert any(line.startswith("self-check FAILED: Guided Backprop") for line in lines)
+    problems = checks.problems({"guided_backprop", "guided_gradcam"})
+    assert set(problems) == {"guided_backprop", "guided_gradcam"}
+    assert checks.as_dict()["guided_swap_engaged"] is False
+
+    relu_inputs = keras.Input((6, 6, 1))
+    relu_hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(relu_inputs))
+    relu_model = keras.Model(relu_inputs, keras.layers.Dense(3)(relu_hidden))
+    assert SelfChecks(lines.append).check_guided_swap(engine_for(relu_model), images, targets, 8) is True
+
+
+def test_stage_that_left_the_logits_unchanged_makes_every_verdict_inconclusive():
+    lines = []
+    checks = SelfChecks(lines.append)
+    logits = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert checks.check_stage("stage-01-repeat-0", "logits", logits, logits + 0.5) is True
+    assert checks.check_stage("stage-02-repeat-0", "fc1", logits, logits.copy()) is False
+    assert "stage-02-repeat-0" in checks.problems(set())["*"][0]
+    assert any("left the model's logits unchanged" in line for line in lines)
+    assert checks.as_dict()["all_stages_changed_logits"] is False
+
+
+def test_maps_with_nan_are_left_undefined_not_compared():
+    rng = np.random.default_rng(0)
+    reference = {"m": rng.normal(size=(3, 8, 8, 1)).astype(np.float32)}
+    stage = {"m": reference["m"] * 2}
+    stage["m"][1, 2, 2, 0] = np.nan
+    unit = compare_stage(reference, stage, {"spearman_abs": {}}, grid_images=3)
+    np.testing.assert_array_equal(unit["undefined/m/spearman_abs"], [False, True, False])
+    np.testing.assert_allclose(unit["value/m/spearman_abs"][[0, 2]], 1.0)
+    assert np.isnan(unit["value/m/spearman_abs"][1])
+    np.testing.assert_array_equal(unit["nonfinite/m"], [False, True, False])
+    assert np.isfinite(unit["absolute/m"]).all()
+    np.testing.assert_array_equal(finite_rows(stage["m"]), [True, False, True])
+
+
+def test_maps_differ_is_relative():
+    a = np.ones((2, 3)) * 1e3
+    assert not maps_differ(a, a + 1e-6)
+    assert maps_differ(a, a + 1.0)
+    assert not maps_differ(np.zeros(3), np.zeros(3))
