@@ -8,11 +8,12 @@ page listing the config groups, and turns every bad input into one error line wi
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from .config import config_dir, group_choices, one_line, precheck, split_args
 from .errors import SanityError
 
 COMMANDS = {
@@ -21,28 +22,6 @@ COMMANDS = {
     "reproduce": "re-run a named suite unattended (cron); exit 1 when a verdict changed: reproduce SUITE "
                  "[--results DIR] [overrides]",
 }
-NOT_GROUPS = ("suites", "hydra")  # folders of configs/ that are not `sanity run` config groups
-HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                          "--config-dir", "-cd", "--experimental-rerun"}
-MAX_PRECHECKED_JOBS = 256
-
-
-def config_dir() -> Path:
-    """configs/ installed inside the package (wheel), else the source checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "sanity.yaml").exists():
-            return candidate
-    raise SanityError(f"cannot find the sanity configs beside {here}; reinstall with pip install sanity-cli")
-
-
-def group_choices() -> dict[str, list[str]]:
-    root = config_dir()
-    return {group.name: sorted(p.stem for p in group.glob("*.yaml"))
-            for group in sorted(root.iterdir())
-            if group.is_dir() and group.name not in NOT_GROUPS and any(group.glob("*.yaml"))}
-
-
 def help_text() -> str:
     lines = ["usage: sanity COMMAND [hydra overrides] [-m] [--cfg job] [--debug]", "",
              "Sanity checks for saliency maps (Adebayo et al., NeurIPS 2018).", "", "commands:"]
@@ -65,77 +44,9 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     print(f"sanity: error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def split_args(args: list[str]) -> tuple[list[str], bool]:
-    """(overrides, multirun) from the arguments Hydra will see."""
-    overrides, multirun, skip = [], False, False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in ("-m", "--multirun"):
-            multirun = True
-        elif arg in HYDRA_FLAGS_WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, multirun
-
-
-def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Every job's override list (one job without -m)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if not multirun:
-        return [overrides]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    options = []
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            options.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            options.append([override.input_line])
-    return [list(job) for job in itertools.islice(itertools.product(*options), MAX_PRECHECKED_JOBS)]
-
-
-def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
-def precheck(overrides: list[str], multirun: bool) -> list:
-    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir.
-    Returns the composed configs."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from . import config as config_checks
-
-    composed = []
-    try:
-        jobs = expand_sweeps(overrides, multirun)
-        for job in jobs:
-            job = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-                cfg = compose(config_name="sanity", overrides=job)
-            OmegaConf.resolve(cfg)
-            config_checks.validate(cfg)
-            composed.append(cfg)
-    except SanityError:
-        raise
-    except Exception as err:  # Hydra / OmegaConf composition errors
-        hint = ("; install the launcher with pip install 'sanity-cli[parallel]' (hydra/launcher=parallel) or "
-                "'sanity-cli[slurm]' (hydra/launcher=slurm)") if "hydra/launcher" in str(err) else ""
-        raise SanityError(f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)") from None
-    finally:
-        GlobalHydra.instance().clear()
-    return composed
 
 
 def explicit_run_dir(overrides: list[str]) -> Path | None:
@@ -221,7 +132,6 @@ def _main(argv: list[str] | None = None) -> int:
         return _reproduce(args, debug)
     informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg",
                               "-c") for a in args)
-    import_tensorflow_quietly(debug)
     if not informational:
         try:
             overrides, multirun = split_args(args)
@@ -242,6 +152,7 @@ def _main(argv: list[str] | None = None) -> int:
             if debug:
                 raise
             fail(str(err))
+        import_tensorflow_quietly(debug)  # only now that the run is known to be valid
     return _hydra_main(command, args, debug)
 
 
@@ -261,8 +172,7 @@ def _reproduce(args: list[str], debug: bool) -> int:
         fail("usage: sanity reproduce SUITE [--results DIR] [overrides]; SUITE is a name from configs/suites/ "
              "or a YAML file (see 'sanity --help')")
     try:
-        import_tensorflow_quietly(debug)
-        return reproduce(rest[0], rest[1:], results.expanduser())
+        return reproduce(rest[0], rest[1:], results.expanduser())  # each job is its own `sanity run` process
     except SanityError as err:
         if debug:
             raise

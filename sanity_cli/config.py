@@ -1,8 +1,12 @@
-"""Checks on the composed config, done before any work starts: a bad value is one clear error line."""
+"""The config service, without TensorFlow: compose configs/sanity.yaml with the overrides and check every value
+before any work starts (a bad value is one clear error line). Used by the CLI, sweeps and `reproduce`; every job
+of a sweep is composed and validated before Hydra starts, so bad input never creates a run directory."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +21,7 @@ from .training import TrainSettings, normalize_labels_mode
 TESTS = ("cascading", "independent", "data")
 TARGETS = ("predicted", "label", "predicted_per_stage")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
+PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights")
 
 
 @dataclass
@@ -127,6 +132,11 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(cfg.test.init_std, bool) or not isinstance(cfg.test.init_std, (int, float)) \
                 or not cfg.test.init_std > 0:
             raise SanityError(f"test.init_std must be a number > 0, got {cfg.test.init_std!r}")
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, str):
+            raise SanityError(f"{key} must be a path, got {value!r}; to name a file or folder called {value}, "
+                              f"quote it: {key}=\"'{value}'\"")
     for key in ("plots", "resume"):
         if not isinstance(cfg[key], bool):
             raise SanityError(f"{key} must be true or false, got {cfg[key]!r}")
@@ -153,3 +163,99 @@ def validate_model_and_data(cfg: DictConfig) -> None:
             _positive_int(cfg.data.max_images, "data.max_images")
     elif cfg.data.source not in DATA_SOURCES:
         raise SanityError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {cfg.data.source!r}")
+
+
+# ---------------------------------------------------------------- composing
+
+NOT_GROUPS = ("suites", "hydra")  # folders of configs/ that are not `sanity run` config groups
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                          "--config-dir", "-cd", "--experimental-rerun"}
+MAX_PRECHECKED_JOBS = 256
+
+
+def config_dir() -> Path:
+    """configs/ installed inside the package (wheel), else the source checkout's top-level configs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "sanity.yaml").exists():
+            return candidate
+    raise SanityError(f"cannot find the sanity configs beside {here}; reinstall with pip install sanity-cli")
+
+
+def group_choices() -> dict[str, list[str]]:
+    root = config_dir()
+    return {group.name: sorted(p.stem for p in group.glob("*.yaml"))
+            for group in sorted(root.iterdir())
+            if group.is_dir() and group.name not in NOT_GROUPS and any(group.glob("*.yaml"))}
+
+
+def split_args(args: list[str]) -> tuple[list[str], bool]:
+    """(overrides, multirun) from the arguments Hydra will see."""
+    overrides, multirun, skip = [], False, False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in HYDRA_FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun
+
+
+def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every job's override list (one job without -m)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not multirun:
+        return [overrides]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    options = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            options.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            options.append([override.input_line])
+    return [list(job) for job in itertools.islice(itertools.product(*options), MAX_PRECHECKED_JOBS)]
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def precheck(overrides: list[str], multirun: bool) -> list:
+    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir.
+    Returns the composed configs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    for override in overrides:
+        if "=" not in override and not override.startswith("~"):
+            raise SanityError(f"'{override}' is not an override KEY=VALUE; a value with spaces must be quoted, "
+                              f"e.g. 'hydra.run.dir=\"my results/run\"'")
+    composed = []
+    try:
+        jobs = expand_sweeps(overrides, multirun)
+        for job in jobs:
+            job = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+                cfg = compose(config_name="sanity", overrides=job)
+            OmegaConf.resolve(cfg)
+            validate(cfg)
+            composed.append(cfg)
+    except SanityError:
+        raise
+    except Exception as err:  # Hydra / OmegaConf composition errors
+        hint = ("; install the launcher with pip install 'sanity-cli[parallel]' (hydra/launcher=parallel) or "
+                "'sanity-cli[slurm]' (hydra/launcher=slurm)") if "hydra/launcher" in str(err) else ""
+        raise SanityError(f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return composed
+
+

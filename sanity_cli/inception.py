@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from .errors import SanityError
-from .models import Block
+from .randomize import Block
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 WEIGHTS_HOST = ("storage.googleapis.com", 443)

@@ -19,22 +19,13 @@ from the top layer"): each block names the Keras layers whose variables it re-in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 
 from .errors import SanityError
+from .randomize import Block
 
 ARCHITECTURE_VERSION = 2  # 2: the released code's initializers; bump when an architecture changes: it is part of the model-cache key
-
-
-@dataclass(frozen=True)
-class Block:
-    """One randomization block: a display name (the paper's naming) and the Keras layers it covers."""
-
-    name: str
-    layers: tuple[str, ...]
 
 
 def _cnn_init() -> dict:

@@ -6,13 +6,26 @@ keep working without retracing. `snapshot` / `restore` bring the trained weights
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
-import keras
 
 from .errors import SanityError
-from .models import Block
+
+if TYPE_CHECKING:  # Keras is imported where variables are re-initialised, not by the config checks
+    import keras
 
 INITS = ("layer", "truncated_normal", "uniform", "permutation")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One randomization block: a display name (the paper's naming) and the Keras layers it covers."""
+
+    name: str
+    layers: tuple[str, ...]
+
 BN_STATISTICS = ("moving_mean", "moving_variance")
 
 
@@ -32,6 +45,7 @@ def derive_seed(*parts: int) -> int:
 
 
 def _seeded(initializer, seed: int):
+    """A copy of a Keras initializer with its seed set."""
     config = initializer.get_config()
     if "seed" in config:
         config["seed"] = seed
@@ -74,6 +88,8 @@ def randomize_block(model: keras.Model, block: Block, seed: int, init: str = "la
         raise SanityError(f"test.init must be one of {', '.join(INITS)}, got '{init}'")
     if not init_std > 0:
         raise SanityError(f"test.init_std must be > 0, got {init_std}")
+    import keras
+
     pairs = block_variables(model, block, reset_bn_statistics)
     for index, (layer, variable) in enumerate(pairs):
         variable_seed = derive_seed(seed, index)

@@ -33,7 +33,7 @@ EXIT_CHANGED, EXIT_FAILED, EXIT_BUSY = 1, 2, 75
 
 
 def suites_dir() -> Path:
-    from .cli import config_dir
+    from .config import config_dir
 
     return config_dir() / "suites"
 
@@ -140,7 +140,7 @@ def reproduce(suite: str, extra: list[str], results: Path) -> int:
     """Run the suite once (see the module docstring); returns the exit code."""
     from filelock import FileLock, Timeout
 
-    from .cli import precheck
+    from .config import precheck
 
     name, jobs = load_suite(suite)
     for overrides in jobs.values():  # every job's config must be valid before anything runs

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
 from .data import Dataset, fingerprint, permute_labels
 from .errors import SanityError
 from .io import atomic_path, write_json
@@ -80,6 +79,8 @@ def normalize_labels_mode(labels) -> str:
 
 def cache_key(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings) -> str:
     """sha256 of everything that determines the trained weights."""
+    from . import models
+
     labels = normalize_labels_mode(labels)
     spec = {
         "arch": arch,
@@ -188,6 +189,8 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     after every epoch, and a killed training continues where it stopped with the same result.
     """
     import keras
+
+    from . import models
 
     labels = normalize_labels_mode(labels)
     x, y = training_arrays(dataset, labels, seed, settings)

@@ -422,10 +422,10 @@ class Benchmark:
     def cfg(self, *overrides: str):
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
-        from sanity_cli import cli
+        from sanity_cli import config as config_service
 
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(cli.config_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_service.config_dir()), version_base="1.3"):
             return compose(config_name="sanity", overrides=[
                 "model=mnist_cnn", "data=mnist", "data.source=bundled", "test=cascading", "plots=false",
                 f"cache_dir={self.tmp / 'models'}", f"train.max_train_images={self.size['train_images']}",

@@ -10,18 +10,18 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sanity_cli import cli, config
+from sanity_cli import config
 from sanity_cli.errors import SanityError
 
 from conftest import ROOT, SHARED_MNIST, run_dirs, write_idx
 
-GROUPS = cli.group_choices()
+GROUPS = config.group_choices()
 
 
 def composed(*overrides: str):
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(cli.config_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
             cfg = compose(config_name="sanity", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()

@@ -15,7 +15,7 @@ import pytest
 
 from sanity_cli import models, randomize
 from sanity_cli.errors import SanityError
-from sanity_cli.models import Block
+from sanity_cli.randomize import Block
 from sanity_cli.randomize import block_variables, derive_seed, randomize_block, restore, snapshot
 
 TRUNCATED_NORMAL_STD_FACTOR = 0.8796  # std of N(0, 1) truncated to [-2, 2]

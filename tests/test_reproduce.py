@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
-from sanity_cli import cli, reproduce
+from sanity_cli import config, reproduce
 
 from test_cli import assert_one_line_error
 
@@ -151,5 +151,5 @@ def test_shipped_suites_compose():
     for name in reproduce.available_suites():
         _, jobs = reproduce.load_suite(name)
         for overrides in jobs.values():
-            cli.precheck(overrides, False)
+            config.precheck(overrides, False)
     assert {"smoke", "paper_mnist"} <= set(reproduce.available_suites())

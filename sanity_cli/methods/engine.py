@@ -3,34 +3,46 @@
 All methods are built on `GradientEngine.gradients`: d f_c / d x for a batch of inputs, where f_c is the
 target class's pre-softmax logit (output='logit', the paper's choice) or its softmax probability.
 Weights are read from the model's variables at call time, so in-place randomization never retraces.
+TensorFlow is imported where gradients are taken, not when this module is: the config checks that list
+the methods and their parameters run without it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+import functools
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import tensorflow as tf
-import keras
 
 from ..errors import SanityError
+
+if TYPE_CHECKING:
+    import keras
 
 OUTPUTS = ("logit", "probability")
 
 
-@tf.custom_gradient
-def guided_relu(x):
+@functools.cache
+def guided_relu():
     """ReLU whose backward pass keeps only positive gradients where the forward input was positive."""
-    y = tf.nn.relu(x)
+    import tensorflow as tf
 
-    def grad(upstream):
-        return upstream * tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
+    @tf.custom_gradient
+    def relu(x):
+        y = tf.nn.relu(x)
 
-    return y, grad
+        def grad(upstream):
+            return upstream * tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
+
+        return y, grad
+
+    return relu
 
 
 def _is_relu(fn) -> bool:
+    import keras
+
     return fn is keras.activations.relu or getattr(fn, "__name__", "") == "relu"
 
 
@@ -39,6 +51,8 @@ def guided_relus(model: keras.Model):
     """Temporarily swap every ReLU of `model` for `guided_relu`: ReLU activations inside layers
     (Dense/Conv `activation='relu'`, `Activation('relu')`) and `ReLU` layers. Used only while a
     tf.function traces, so the guided graph shares the model's variables."""
+    import keras
+
     swapped: list[tuple[object, str, object]] = []
     try:
         for layer in _all_layers(model):
@@ -47,10 +61,10 @@ def guided_relus(model: keras.Model):
                     raise SanityError(f"guided_backprop: layer '{layer.name}' is a leaky/capped ReLU; "
                                       "guided backprop is defined for plain ReLUs only")
                 swapped.append((layer, "call", layer.__dict__.get("call")))
-                object.__setattr__(layer, "call", lambda inputs, *a, **k: guided_relu(inputs))
+                object.__setattr__(layer, "call", lambda inputs, *a, **k: guided_relu()(inputs))
             elif _is_relu(getattr(layer, "activation", None)):
                 swapped.append((layer, "activation", layer.activation))
-                object.__setattr__(layer, "activation", guided_relu)
+                object.__setattr__(layer, "activation", guided_relu())
         yield
     finally:
         for layer, attr, old in reversed(swapped):
@@ -61,6 +75,8 @@ def guided_relus(model: keras.Model):
 
 
 def _all_layers(model):
+    import keras
+
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
@@ -68,6 +84,8 @@ def _all_layers(model):
 
 
 def _select(outputs, targets, output: str):
+    import tensorflow as tf
+
     if output == "probability":
         outputs = tf.nn.softmax(outputs, axis=-1)
     return tf.gather(outputs, targets, axis=1, batch_dims=1)
@@ -77,6 +95,8 @@ class GradientEngine:
     """Batched gradients of one model. Get it with `engine_for(model)`."""
 
     def __init__(self, model: keras.Model):
+        import tensorflow as tf
+
         self.model = model
         self._functions: dict[tuple, Callable] = {}
         self._cam_models: dict[str, keras.Model] = {}
@@ -89,6 +109,8 @@ class GradientEngine:
             raise SanityError(f"output must be one of {', '.join(OUTPUTS)}, got '{output}'")
         key = ("grad", output, guided)
         if key not in self._functions:
+            import tensorflow as tf
+
             model = self.model
 
             @tf.function(input_signature=self._signature)
@@ -105,10 +127,14 @@ class GradientEngine:
     def gradients(self, x: np.ndarray, targets: np.ndarray, *, output: str = "logit", guided: bool = False,
                   batch_size: int = 256) -> np.ndarray:
         """d f_c / d x for every row of x, in chunks of `batch_size` through one traced function."""
+        import tensorflow as tf
+
         fn = self._function(output, guided)
         return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        import tensorflow as tf
+
         key = ("logits",)
         if key not in self._functions:
             model = self.model
@@ -119,6 +145,8 @@ class GradientEngine:
 
     def conv_layer_names(self) -> list[str]:
         """Layers with a 4-D (batch, height, width, channels) output: valid GradCAM layers."""
+        import keras
+
         return [layer.name for layer in self.model.layers
                 if not isinstance(layer, keras.layers.InputLayer) and len(getattr(layer, "output", None).shape
                                                                           if hasattr(layer, "output") else ()) == 4]
@@ -126,6 +154,9 @@ class GradientEngine:
     def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit",
                 batch_size: int = 256) -> np.ndarray:
         """Grad-CAM maps (N,H,W): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c/d A^k_ij, bilinear upsampling."""
+        import keras
+        import tensorflow as tf
+
         valid = self.conv_layer_names()
         if layer not in valid:
             raise SanityError(f"gradcam: layer '{layer}' is not a conv layer of {self.model.name}; "
