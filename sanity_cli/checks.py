@@ -20,7 +20,7 @@ GUIDED_PROBE_IMAGES = 8
 
 
 def maps_differ(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
-    """True when max |a - b| exceeds rtol times the larger of max |a|, max |b| (and both are finite)."""
+    """True when max |a - b| exceeds rtol times the larger of max |a|, max |b| (finite arrays: callers check)."""
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
     return bool(np.max(np.abs(a - b), initial=0.0) > rtol * scale)
 
@@ -36,6 +36,7 @@ class SelfChecks:
     guided_swap_engaged: bool | None = None              # None: no Guided Backprop method in the run
     stages_changed_logits: dict[str, bool] = field(default_factory=dict)
     nonfinite_maps: dict[str, int] = field(default_factory=dict)   # method -> images with NaN/Inf maps
+    nonfinite_logits: list[str] = field(default_factory=list)      # stages whose model gave NaN/Inf logits
     permuted_memorised: bool | None = None               # None: not a data test
     permuted_reason: str = ""
 
@@ -44,6 +45,11 @@ class SelfChecks:
         n = min(len(images), GUIDED_PROBE_IMAGES)
         plain = engine.gradients(images[:n], targets[:n], guided=False, batch_size=batch_size)
         guided = engine.gradients(images[:n], targets[:n], guided=True, batch_size=batch_size)
+        if not (np.isfinite(plain).all() and np.isfinite(guided).all()):
+            self.guided_swap_engaged = None  # cannot tell; the NaN/Inf maps check reports the maps themselves
+            self.log("self-check FAILED: the trained model's gradients hold NaN/Inf; the guided ReLU swap "
+                     "cannot be checked")
+            return False
         self.guided_swap_engaged = maps_differ(plain, guided)
         if self.guided_swap_engaged:
             self.log("self-check passed: Guided Backprop's maps differ from Gradient's on the trained model "
@@ -54,6 +60,11 @@ class SelfChecks:
         return self.guided_swap_engaged
 
     def check_stage(self, unit: str, block: str, before: np.ndarray, after: np.ndarray) -> bool:
+        if not np.isfinite(after).all():
+            self.nonfinite_logits.append(unit)
+            self.log(f"self-check FAILED: randomizing {block} ({unit}) gave NaN/Inf logits; verdicts are "
+                     f"INCONCLUSIVE")
+            return False
         changed = maps_differ(before, after)
         self.stages_changed_logits[unit] = changed
         if not changed:
@@ -95,6 +106,8 @@ class SelfChecks:
         unchanged = [unit for unit, changed in self.stages_changed_logits.items() if not changed]
         if unchanged:
             found.setdefault("*", []).append(f"randomization left the logits unchanged ({', '.join(unchanged)})")
+        if self.nonfinite_logits:
+            found.setdefault("*", []).append(f"NaN/Inf logits after randomization ({', '.join(self.nonfinite_logits)})")
         if self.permuted_memorised is False:
             found.setdefault("*", []).append(self.permuted_reason)
         if self.guided_swap_engaged is False:
@@ -110,4 +123,5 @@ class SelfChecks:
                 "all_stages_changed_logits": all(self.stages_changed_logits.values())
                 if self.stages_changed_logits else None,
                 "nonfinite_maps": self.nonfinite_maps, "no_nonfinite_maps": not self.nonfinite_maps,
+                "nonfinite_logits": self.nonfinite_logits,
                 "permuted_memorised": self.permuted_memorised}

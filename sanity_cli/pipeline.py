@@ -258,26 +258,23 @@ class Comparison:
         return {name: np.stack(stages, axis=1) for name, stages in source.items()}
 
     def null_table(self) -> pd.DataFrame:
-        """The null similarity's raw values: each method's trained-model maps of image i and of a different
-        image (report.null_partners), for every metric."""
-        partner = report.null_partners(len(self.image_ids), self.cfg.seed)
+        """The null similarity's raw values: each method's trained-model maps of two different images, for
+        n // 2 disjoint seeded image pairs (report.null_pairs) and every metric."""
+        first, second = report.null_pairs(len(self.image_ids), self.cfg.seed)
+        if not len(first):  # a single image has no pair
+            return pd.DataFrame(columns=report.NULL_COLUMNS)
         frames = []
         for method in self.names:
             maps = self.reference[method]
-            if len(partner) == 0:
-                continue
-            finite = finite_rows(maps)
-            pairs = finite & finite[partner]
+            pairs = finite_rows(maps[first]) & finite_rows(maps[second])
             for metric, params in self.metric_params.items():
-                values, undefined = np.full(len(partner), np.nan), np.ones(len(partner), bool)
+                values, undefined = np.full(len(first), np.nan), np.ones(len(first), bool)
                 if pairs.any():
-                    values[pairs], undefined[pairs] = metrics.compare(maps[pairs], maps[partner][pairs], metric,
-                                                                      **params)
-                frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids,
-                                            "other_image": self.image_ids[partner], "value": values,
+                    values[pairs], undefined[pairs] = metrics.compare(maps[first][pairs], maps[second][pairs],
+                                                                      metric, **params)
+                frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
+                                            "other_image": self.image_ids[second], "value": values,
                                             "undefined": undefined}))
-        if not frames:
-            return pd.DataFrame(columns=report.NULL_COLUMNS)
         return pd.concat(frames, ignore_index=True)[report.NULL_COLUMNS]
 
 

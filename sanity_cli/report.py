@@ -38,19 +38,17 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["stage", "method", "metric"], kind="stable").reset_index(drop=True)
 
 
-def null_partners(n: int, seed: int) -> np.ndarray:
-    """For each of n images a different image to pair it with: a seeded random cyclic order
-    (a derangement, so no image is paired with itself); empty for n < 2."""
-    if n < 2:
-        return np.zeros(0, dtype=np.int64)
+def null_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n // 2 disjoint pairs of different images (first[k], second[k]), from a seeded permutation: each image
+    is in at most one pair, so the pairs' similarities are independent samples of the null."""
     order = np.random.default_rng([int(seed), 3]).permutation(n)
-    partner = np.empty(n, dtype=np.int64)
-    partner[order] = np.roll(order, -1)
-    return partner
+    half = n // 2
+    return np.sort(order[:half]), order[half:2 * half][np.argsort(order[:half])]
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
-    """(mean, ci_low, ci_high, n): the 95% t-interval of the mean of the finite values."""
+    """(mean, ci_low, ci_high, n): the 95% t-interval of the mean of the finite values; the interval is
+    undefined (NaN) with fewer than two values."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values)]
     n = len(values)
@@ -58,7 +56,7 @@ def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
         return np.nan, np.nan, np.nan, 0
     mean = float(values.mean())
     if n == 1:
-        return mean, mean, mean, 1
+        return mean, np.nan, np.nan, 1
     half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half, n
 
@@ -69,16 +67,20 @@ def summarize_null(null: pd.DataFrame) -> pd.DataFrame:
     for (method, metric), group in null.groupby(["method", "metric"], sort=False):
         mean, low, high, n = mean_interval(group.loc[~group["undefined"], "value"].to_numpy(float))
         rows.append({"method": method, "metric": metric, "null_similarity": mean, "null_ci_low": low,
-                     "null_ci_high": high, "null_n": n})
-    return pd.DataFrame(rows, columns=["method", "metric", "null_similarity", "null_ci_low", "null_ci_high", "null_n"])
+                     "null_ci_high": high, "null_n": n, "null_n_undefined": int(group["undefined"].sum())})
+    return pd.DataFrame(rows, columns=["method", "metric", "null_similarity", "null_ci_low", "null_ci_high", "null_n",
+                                       "null_n_undefined"])
 
 
-def decide(similarity: float, ci_low: float, null_high: float, rule: str, threshold: float) -> tuple[str, str]:
+def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, rule: str,
+           threshold: float) -> tuple[str, str]:
     """PASS / FAIL / INCONCLUSIVE and the reason, for a method whose preconditions are met.
 
-    baseline: PASS when the similarity is not above the null's 95% interval (similarity <= null_ci_high);
-    FAIL when its whole 95% interval lies above the null's (ci_low > null_ci_high); otherwise the two cannot
-    be told apart with these images: INCONCLUSIVE. threshold: FAIL when similarity >= threshold.
+    baseline: PASS when the similarity's whole 95% interval lies at or below the null's upper bound
+    (ci_high <= null_ci_high: no more similar than maps of two different images); FAIL when it lies wholly
+    above (ci_low > null_ci_high); otherwise these images cannot tell: INCONCLUSIVE. Both need evidence, so a
+    handful of images gives INCONCLUSIVE rather than a PASS by default. threshold: FAIL when the mean
+    similarity >= threshold.
     """
     if np.isnan(similarity):
         return "INCONCLUSIVE", "every map pair was constant: the similarity is undefined"
@@ -86,13 +88,13 @@ def decide(similarity: float, ci_low: float, null_high: float, rule: str, thresh
         if similarity >= threshold:
             return "FAIL", f"similarity {similarity:.3f} >= threshold {threshold}"
         return "PASS", f"similarity {similarity:.3f} < threshold {threshold}"
-    if np.isnan(null_high):
-        return "INCONCLUSIVE", "no null similarity: needs at least 2 images with defined maps"
-    if similarity <= null_high:
+    if np.isnan(ci_high) or np.isnan(null_high):
+        return "INCONCLUSIVE", "no 95% interval: needs at least 2 images and 2 image pairs (4 images) with defined maps"
+    if ci_high <= null_high:
         return "PASS", "no more similar than maps of two different images"
     if ci_low > null_high:
         return "FAIL", "clearly more similar than maps of two different images: the maps survive"
-    return "INCONCLUSIVE", "above the null, but the 95% intervals overlap: explain more images (n_images)"
+    return "INCONCLUSIVE", "the 95% intervals of similarity and null overlap: explain more images (n_images)"
 
 
 def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *, rule: str = "baseline",
@@ -114,6 +116,7 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     rows = []
     for method, group in chosen.groupby("method", sort=False):
         undefined = int(group["n_undefined"].sum())
+        compared = _compared(test, group)
         group = group[group["n"] > 0]  # a block whose maps were all constant has no mean to pool
         n = int(group["n"].sum())
         mean = float(np.average(group["mean"], weights=group["n"])) if n else np.nan
@@ -129,13 +132,15 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
             outcome, reason = "reference", "model-free control: no verdict"
         elif unmet:
             outcome, reason = "INCONCLUSIVE", "; ".join(unmet)
+        elif rule == "baseline" and n < 2:
+            outcome, reason = "INCONCLUSIVE", "needs at least 2 images with defined maps"
         else:
-            outcome, reason = decide(mean, ci_low, null_high, rule, threshold)
+            outcome, reason = decide(mean, ci_low, ci_high, null_high, rule, threshold)
         rows.append({"method": method, "role": "control" if method in controls else "method", "metric": metric,
                      "similarity": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n, "n_undefined": undefined,
                      "null_similarity": null_mean, "null_ci_low": null_low, "null_ci_high": null_high,
                      "rule": rule, "threshold": threshold if rule == "threshold" else np.nan,
-                     "verdict": outcome, "reason": reason, "compared": _compared(test, group)})
+                     "verdict": outcome, "reason": reason, "compared": compared})
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values(["role", "similarity"], ascending=[False, True], kind="stable")
@@ -164,7 +169,7 @@ def format_verdict(table: pd.DataFrame) -> str:
                    if not pd.isna(getattr(row, "null_ci_low", np.nan)) else "")
         reason = getattr(row, "reason", "")
         detail = f"  ({reason})" if row.verdict in ("INCONCLUSIVE",) and isinstance(reason, str) else ""
-        undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined else ""
+        undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined and "constant map" not in detail else ""
         lines.append(f"{row.method:34s} {row.similarity:10.3f} {ci:>15s} {null} {null_ci:>15s} {row.n:4d}  "
                      f"{row.verdict}{detail}{undefined}")
     if (table["role"] == "control").any():

@@ -155,7 +155,10 @@ class Checkpoint:
     def __init__(self, cache: Path, key: str):
         self.model_path, self.meta_path = cache / f"{key}.ckpt.keras", cache / f"{key}.ckpt.json"
 
-    def load(self, log):
+    def load(self, steps_per_epoch: int, log):
+        """(model, history) of the last finished epoch, or None. The weights and the history are two files:
+        a checkpoint whose optimizer step count does not match its history (killed between the two writes)
+        is discarded."""
         import keras
 
         if not self.meta_path.exists():
@@ -163,8 +166,12 @@ class Checkpoint:
         try:
             history = json.loads(self.meta_path.read_text())["history"]
             model = keras.models.load_model(self.model_path, compile=True)
-        except Exception as err:  # damaged: start again
-            log(f"train: checkpoint {self.model_path.name} is unreadable ({type(err).__name__}); starting over")
+            steps = int(model.optimizer.iterations.numpy())
+            if steps != len(history) * steps_per_epoch:
+                raise ValueError(f"{steps} optimizer steps for {len(history)} epochs")
+        except Exception as err:  # damaged or inconsistent: start again
+            reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+            log(f"train: checkpoint {self.model_path.name} is unusable ({reason}); starting over")
             self.remove()
             return None
         return model, history
@@ -197,7 +204,8 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     permuted = labels == "permuted"
     max_epochs = settings.permuted_max_epochs if permuted else settings.epochs
     target = settings.permuted_target_accuracy if permuted else None
-    state = checkpoint.load(log) if checkpoint else None
+    steps_per_epoch = -(-len(x) // settings.batch_size)
+    state = checkpoint.load(steps_per_epoch, log) if checkpoint else None
     if state is None:
         keras.utils.set_random_seed(seed)
         model = models.build(arch)
@@ -280,6 +288,7 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
                     raise ValueError("checksum mismatch")
                 model = keras.models.load_model(model_path, compile=False)
                 log(f"cache: loaded {labels}-label {arch} from {model_path}")
+                Checkpoint(cache, key).remove()  # a training killed after saving this entry left it
                 info = dict(meta["info"], cache="hit")
                 return TrainedModel(model, key, labels, info)
             except Exception as err:  # any corruption: report in one line and retrain

@@ -670,6 +670,34 @@ def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small,
     assert info["memorised"] is False
 
 
+def test_a_checkpoint_whose_history_and_weights_disagree_is_discarded(small, tmp_path):
+    """Killed between writing the weights (epoch 3) and the history (still epoch 2): not resumed from."""
+    chosen = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
+    checkpoint = training.Checkpoint(tmp_path, "key")
+
+    def killing_log(line):
+        if "epoch 4/" in line:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train("mnist_mlp", small, "permuted", 0, chosen, log=killing_log, checkpoint=checkpoint)
+    meta = json.loads(checkpoint.meta_path.read_text())
+    checkpoint.meta_path.write_text(json.dumps({"history": meta["history"][:2]}))
+    log = Log()
+    assert checkpoint.load(steps_per_epoch=3, log=log) is None
+    assert log.matching("unusable (9 optimizer steps for 2 epochs)")
+    assert not checkpoint.model_path.exists() and not checkpoint.meta_path.exists()
+
+
+def test_a_cache_hit_removes_a_checkpoint_left_by_a_killed_training(small, tmp_path):
+    chosen = settings(max_train_images=64, batch_size=32)
+    first = load_or_train("mnist_mlp", small, "true", 0, chosen, cache_dir=tmp_path, log=Log())
+    leftover = training.Checkpoint(tmp_path, first.key)
+    leftover.save(first.model, [{"epoch": 1}])
+    assert load_or_train("mnist_mlp", small, "true", 0, chosen, cache_dir=tmp_path, log=Log()).info["cache"] == "hit"
+    assert not leftover.model_path.exists() and not leftover.meta_path.exists()
+
+
 def test_load_or_train_removes_the_checkpoint_once_the_model_is_cached(small, tmp_path):
     result = load_or_train("mnist_mlp", small, "permuted", 0,
                            settings(max_train_images=64, batch_size=32, permuted_max_epochs=2,

@@ -14,14 +14,21 @@ from sanity_cli.methods.engine import engine_for
 from sanity_cli.pipeline import compare_stage
 
 
-def test_null_partners_pair_every_image_with_another_one():
+def test_null_pairs_are_disjoint_pairs_of_different_images():
     for n in (2, 3, 10, 101):
-        partner = report.null_partners(n, seed=5)
-        assert sorted(partner) == list(range(n))          # each image is someone's partner once
-        assert (partner != np.arange(n)).all()             # never itself
-    np.testing.assert_array_equal(report.null_partners(10, 5), report.null_partners(10, 5))
-    assert not np.array_equal(report.null_partners(50, 5), report.null_partners(50, 6))
-    assert len(report.null_partners(1, 0)) == 0
+        first, second = report.null_pairs(n, seed=5)
+        assert len(first) == len(second) == n // 2
+        together = np.concatenate([first, second])
+        assert len(set(together.tolist())) == len(together)   # every image in at most one pair
+        assert (first != second).all() and together.max() < n
+    np.testing.assert_array_equal(report.null_pairs(10, 5)[1], report.null_pairs(10, 5)[1])
+    assert not np.array_equal(report.null_pairs(50, 5)[1], report.null_pairs(50, 6)[1])
+    assert len(report.null_pairs(1, 0)[0]) == 0
+
+
+def test_an_interval_needs_two_values():
+    mean, low, high, n = report.mean_interval(np.array([0.4, np.nan]))
+    assert mean == 0.4 and n == 1 and np.isnan(low) and np.isnan(high)
 
 
 def test_null_similarity_of_a_hand_made_case():
@@ -37,22 +44,24 @@ def test_null_similarity_of_a_hand_made_case():
     assert row["null_n"] == 3
 
 
-@pytest.mark.parametrize("similarity, ci_low, null_high, expected", [
-    (0.10, 0.05, 0.20, "PASS"),           # below the null's upper bound
-    (0.20, 0.10, 0.20, "PASS"),           # at it
-    (0.30, 0.15, 0.20, "INCONCLUSIVE"),   # above, but its interval reaches into the null's
-    (0.60, 0.50, 0.20, "FAIL"),           # its whole interval lies above the null's
-    (np.nan, np.nan, 0.20, "INCONCLUSIVE"),
-    (0.10, 0.05, np.nan, "INCONCLUSIVE"),
+@pytest.mark.parametrize("similarity, ci_low, ci_high, null_high, expected", [
+    (0.10, 0.05, 0.15, 0.20, "PASS"),           # its whole interval at or below the null's upper bound
+    (0.15, 0.10, 0.20, 0.20, "PASS"),           # touching it
+    (0.15, 0.05, 0.25, 0.20, "INCONCLUSIVE"),   # mean below, but too few images to say (wide interval)
+    (0.30, 0.15, 0.45, 0.20, "INCONCLUSIVE"),   # above, but its interval reaches into the null's
+    (0.60, 0.50, 0.70, 0.20, "FAIL"),           # its whole interval lies above the null's
+    (np.nan, np.nan, np.nan, 0.20, "INCONCLUSIVE"),
+    (0.10, 0.05, 0.15, np.nan, "INCONCLUSIVE"),
+    (0.10, np.nan, np.nan, 0.20, "INCONCLUSIVE"),
 ])
-def test_baseline_rule(similarity, ci_low, null_high, expected):
-    outcome, reason = report.decide(similarity, ci_low, null_high, "baseline", 0.5)
+def test_baseline_rule(similarity, ci_low, ci_high, null_high, expected):
+    outcome, reason = report.decide(similarity, ci_low, ci_high, null_high, "baseline", 0.5)
     assert outcome == expected and reason
 
 
 def test_threshold_rule_is_kept_as_an_option():
-    assert report.decide(0.6, 0.5, 0.9, "threshold", 0.5)[0] == "FAIL"
-    assert report.decide(0.4, 0.3, 0.1, "threshold", 0.5)[0] == "PASS"
+    assert report.decide(0.6, 0.5, 0.7, 0.9, "threshold", 0.5)[0] == "FAIL"
+    assert report.decide(0.4, 0.3, 0.5, 0.1, "threshold", 0.5)[0] == "PASS"
 
 
 def _summary(rows):
@@ -65,6 +74,14 @@ def _summary(rows):
 def _null(rows):
     return pd.DataFrame([dict(method=method, metric="spearman_abs", null_similarity=mean, null_ci_low=mean - 0.05,
                               null_ci_high=mean + 0.05, null_n=10) for method, mean in rows])
+
+
+def test_a_method_whose_maps_are_all_constant_at_the_last_stage_is_inconclusive():
+    summary = _summary([(0, "cam", 1.0, 0), (1, "cam", 0.5, 0), (2, "cam", np.nan, 10)])
+    summary.loc[summary.stage == 2, ["n", "ci_low", "ci_high"]] = [0, np.nan, np.nan]
+    row = report.verdict(summary, "cascading", "spearman_abs", set(), null=_null([("cam", 0.2)])).iloc[0]
+    assert row["verdict"] == "INCONCLUSIVE" and row["n"] == 0 and "constant" in row["reason"]
+    assert "b2" in row["compared"]
 
 
 def test_verdict_table_uses_the_last_stage_its_null_and_the_preconditions():
