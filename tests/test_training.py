@@ -644,24 +644,29 @@ class Killed(Exception):
     pass
 
 
-def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small, tmp_path):
-    """A checkpoint (weights and Adam state) after every epoch: a training killed in epoch 3 continues from
-    epoch 3 and ends with the weights of an uninterrupted training."""
-    chosen = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
-    whole, _, whole_history = train("mnist_mlp", small, "permuted", 0, chosen, log=Log())
+KILLABLE = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
 
-    checkpoint = training.Checkpoint(tmp_path, "key")
 
+def train_killed_at(epoch: int, data, checkpoint) -> None:
+    """Train KILLABLE with a checkpoint and kill it as epoch `epoch` starts (as SIGKILL would, mid-run)."""
     def killing_log(line):
-        if "epoch 3/" in line:
+        if f"epoch {epoch}/" in line:
             raise Killed
 
     with pytest.raises(Killed):
-        train("mnist_mlp", small, "permuted", 0, chosen, log=killing_log, checkpoint=checkpoint)
+        train("mnist_mlp", data, "permuted", 0, KILLABLE, log=killing_log, checkpoint=checkpoint)
+
+
+def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small, tmp_path):
+    """A checkpoint (weights and Adam state) after every epoch: a training killed in epoch 3 continues from
+    epoch 3 and ends with the weights of an uninterrupted training."""
+    whole, _, whole_history = train("mnist_mlp", small, "permuted", 0, KILLABLE, log=Log())
+    checkpoint = training.Checkpoint(tmp_path, "key")
+    train_killed_at(3, small, checkpoint)
     assert checkpoint.model_path.exists()
     assert len(json.loads(checkpoint.meta_path.read_text())["history"]) == 2
     log = Log()
-    resumed, info, history = train("mnist_mlp", small, "permuted", 0, chosen, log=log, checkpoint=checkpoint)
+    resumed, info, history = train("mnist_mlp", small, "permuted", 0, KILLABLE, log=log, checkpoint=checkpoint)
     assert log.matching("resuming from the checkpoint after epoch 2")
     assert not log.matching("epoch 1/") and not log.matching("epoch 2/") and log.matching("epoch 3/")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
@@ -672,15 +677,8 @@ def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small,
 
 def test_a_checkpoint_whose_history_and_weights_disagree_is_discarded(small, tmp_path):
     """Killed between writing the weights (epoch 3) and the history (still epoch 2): not resumed from."""
-    chosen = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
     checkpoint = training.Checkpoint(tmp_path, "key")
-
-    def killing_log(line):
-        if "epoch 4/" in line:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train("mnist_mlp", small, "permuted", 0, chosen, log=killing_log, checkpoint=checkpoint)
+    train_killed_at(4, small, checkpoint)
     meta = json.loads(checkpoint.meta_path.read_text())
     checkpoint.meta_path.write_text(json.dumps({"history": meta["history"][:2]}))
     log = Log()
