@@ -226,6 +226,21 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def composition_message(err: Exception) -> str:
+    """Hydra's composition error as one line; an unknown choice of a sanity group lists the valid ones."""
+    import re
+
+    unknown = re.search(r"Could not (?:load|find) '([\w]+)/([^']+)'", str(err))
+    choices = group_choices()
+    if unknown and unknown.group(1) in choices:
+        group, name = unknown.groups()
+        example = f"'{group}=[{choices[group][0]},...]'" if group in ("method", "metric") else f"{group}=NAME"
+        return f"unknown {group} '{name}'; choose from {', '.join(choices[group])} ({example})"
+    hint = ("; install the launcher with pip install 'sanity-cli[parallel]' (hydra/launcher=parallel) or "
+            "'sanity-cli[slurm]' (hydra/launcher=slurm)") if "hydra/launcher" in str(err) else ""
+    return f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)"
+
+
 def precheck(overrides: list[str], multirun: bool) -> list:
     """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir.
     Returns the composed configs."""
@@ -251,9 +266,7 @@ def precheck(overrides: list[str], multirun: bool) -> list:
     except SanityError:
         raise
     except Exception as err:  # Hydra / OmegaConf composition errors
-        hint = ("; install the launcher with pip install 'sanity-cli[parallel]' (hydra/launcher=parallel) or "
-                "'sanity-cli[slurm]' (hydra/launcher=slurm)") if "hydra/launcher" in str(err) else ""
-        raise SanityError(f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)") from None
+        raise SanityError(composition_message(err)) from None
     finally:
         GlobalHydra.instance().clear()
     return composed

@@ -24,6 +24,11 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "verdict.threshold=-1.5"], ["threshold", "[-1, 1]"]),
     (["run", "resume=perhaps"], ["resume"]),
     (["run", "hydra/launcher=nonesuch"], ["nonesuch"]),
+    (["run", "method=[gradient,nonesuch]"], ["unknown method 'nonesuch'; choose from", "guided_backprop"]),
+    (["run", "metric=[nonesuch]"], ["unknown metric 'nonesuch'; choose from", "hog_spearman, spearman"]),
+    (["run", "verdict.rule=majority"], ["verdict.rule must be one of baseline, threshold"]),
+    (["run", "test.init=zeros"], ["test.init must be one of", "permutation"]),
+    (["run", "target=somewhere"], ["target must be one of", "predicted_per_stage"]),
 ])
 def test_bad_config_values(sanity, tmp_path, args, fragments):
     assert_one_line_error(sanity(*args), *fragments)
