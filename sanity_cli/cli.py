@@ -153,7 +153,22 @@ def _main(argv: list[str] | None = None) -> int:
                 raise
             fail(str(err))
         import_tensorflow_quietly(debug)  # only now that the run is known to be valid
-    return _hydra_main(command, args, debug)
+    return _hydra_main(command, args + train_dir_overrides(command, args), debug)
+
+
+TRAIN_DIR = "${now:%H-%M-%S-%f}_${hydra.runtime.choices.model}_${hydra.runtime.choices.data}_train"
+
+
+def train_dir_overrides(command: str, args: list[str]) -> list[str]:
+    """`sanity train` directories end in _train (the configured pattern names the randomization test)."""
+    if command != "train":
+        return []
+    extra = []
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        extra.append(f"hydra.run.dir=results/${{now:%Y-%m-%d}}/{TRAIN_DIR}")
+    if not any(a.startswith("hydra.sweep.subdir=") for a in args):
+        extra.append("hydra.sweep.subdir=${hydra.job.num}_" + TRAIN_DIR.split("_", 1)[1])
+    return extra
 
 
 def _reproduce(args: list[str], debug: bool) -> int:

@@ -261,10 +261,29 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     return model, info, history
 
 
+def _load_entry(model_path: Path, meta_path: Path, key: str, labels: str, arch: str, log) -> TrainedModel | None:
+    """The cached model, or None when there is none or it is corrupt (said in one line: it is retrained)."""
+    import keras
+
+    if not (model_path.exists() or meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if _sha256(model_path) != meta["sha256"]:
+            raise ValueError("checksum mismatch")
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as err:  # any corruption: report in one line and retrain
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        log(f"cache: {model_path.name} is corrupt or incomplete ({reason}); retraining")
+        return None
+    log(f"cache: loaded {labels}-label {arch} from {model_path}")
+    return TrainedModel(model, key, labels, dict(meta["info"], cache="hit"))
+
+
 def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings,
                   cache_dir: str | os.PathLike | None = None, log=print) -> TrainedModel:
-    """Load the model from the cache, or train and cache it. Concurrent processes serialise on a file lock."""
-    import keras
+    """Load the model from the cache, or train and cache it. Concurrent processes serialise on a file lock;
+    a read-only cache that holds the model is used as it is."""
     from filelock import FileLock
 
     settings.validate()
@@ -276,24 +295,19 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
         raise SanityError(f"cannot create model cache dir {cache} ({err.strerror}); set cache_dir=DIR") from None
     key = cache_key(arch, dataset, labels, seed, settings)
     model_path, meta_path = cache / f"{key}.keras", cache / f"{key}.json"
-    if not os.access(cache, os.W_OK):
-        raise SanityError(f"the model cache dir {cache} is not writable; set cache_dir=DIR or SANITY_CACHE_DIR")
+    if not os.access(cache, os.W_OK):  # loading needs no write: entries appear whole, by an atomic rename
+        cached = _load_entry(model_path, meta_path, key, labels, arch, log)
+        if cached is not None:
+            return cached
+        raise SanityError(f"the model cache dir {cache} is not writable and holds no {labels}-label {arch} for "
+                          f"these settings; set cache_dir=DIR or SANITY_CACHE_DIR")
     with FileLock(str(cache / f"{key}.lock")):
         for stale in cache.glob(f".{key}.*.tmp*"):  # left by a process killed while saving this entry
             stale.unlink(missing_ok=True)
-        if model_path.exists() or meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text())
-                if _sha256(model_path) != meta["sha256"]:
-                    raise ValueError("checksum mismatch")
-                model = keras.models.load_model(model_path, compile=False)
-                log(f"cache: loaded {labels}-label {arch} from {model_path}")
-                Checkpoint(cache, key).remove()  # a training killed after saving this entry left it
-                info = dict(meta["info"], cache="hit")
-                return TrainedModel(model, key, labels, info)
-            except Exception as err:  # any corruption: report in one line and retrain
-                reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-                log(f"cache: {model_path.name} is corrupt or incomplete ({reason}); retraining")
+        cached = _load_entry(model_path, meta_path, key, labels, arch, log)
+        if cached is not None:
+            Checkpoint(cache, key).remove()  # a training killed after saving this entry left it
+            return cached
         checkpoint = Checkpoint(cache, key)
         model, info, history = train(arch, dataset, labels, seed, settings, log=log, checkpoint=checkpoint)
         with atomic_path(model_path) as tmp:

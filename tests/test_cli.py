@@ -179,6 +179,8 @@ def test_train_from_idx_then_load_from_cache(sanity, tmp_path):
     first = sanity(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "train: mnist_cnn on mnist with true labels" in first.stdout + first.stderr
+    assert [p.parent.name.endswith("_mnist_cnn_mnist_train") for p in (tmp_path / "results").rglob("manifest.json")] \
+        == [True]
     match = re.search(r"test accuracy (\d\.\d+)", first.stdout)
     assert match and float(match.group(1)) > 0.8, first.stdout
     second = sanity(*args)

@@ -196,6 +196,22 @@ def test_unwritable_cache_dir_is_a_sanity_error(small, tmp_path):
         load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=blocker / "cache", log=Log())
 
 
+def test_a_read_only_cache_that_holds_the_model_is_used(small, golden, tmp_path, monkeypatch):
+    """Loading needs no write (entries appear whole, by an atomic rename): a read-only cache is used as it is,
+    and only a miss there is an error."""
+    import os
+
+    golden_cache, first = golden
+    cache = copy_cache(golden_cache, tmp_path / "cache")
+    before = cache_files(cache)
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: not (mode & os.W_OK and Path(path) == cache))
+    hit = load_or_train("mnist_cnn", small, "true", 0, settings(), cache_dir=cache, log=Log())
+    assert hit.info["cache"] == "hit" and weights_equal(hit.model, first.model)
+    assert cache_files(cache) == before  # not even a lock file
+    with pytest.raises(SanityError, match="not writable and holds no true-label mnist_cnn"):
+        load_or_train("mnist_cnn", small, "true", 1, settings(), cache_dir=cache, log=Log())
+
+
 def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SANITY_CACHE_DIR", str(tmp_path / "models"))
     assert training.default_cache_dir() == tmp_path / "models"
