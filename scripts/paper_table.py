@@ -22,7 +22,7 @@ METHOD_ORDER = ["gradient", "smoothgrad_gradient", "vargrad", "gradient_x_input"
 def job_rows(job_dir: Path) -> dict:
     verdict = pd.read_csv(job_dir / "verdict.csv").set_index("method")
     manifest = json.loads((job_dir / "manifest.json").read_text())
-    models = pd.read_csv(job_dir / "models.csv")
+    models = pd.read_csv(job_dir / "models.csv", dtype={"labels": str})
     cells = {}
     for method in METHOD_ORDER:
         if method not in verdict.index:
@@ -35,7 +35,7 @@ def job_rows(job_dir: Path) -> dict:
         f"{m.labels}: train {m.train_accuracy:.3f}, test {m.test_accuracy:.3f}"
         + (f", {m.epochs_run} epochs, {m.train_seconds:.0f} s" if pd.notna(m.train_seconds) else "")
         for m in models.itertuples())
-    return {"job": f"{config['model']['name']} {config['test']['name']}", "n": int(verdict["n"].max()),
+    return {"job": f"{config['model']['name']} {config['test']['name']}", "n": len(manifest["explained_images"]),
             "seconds": manifest["wall_seconds"], "models": info, **cells}
 
 
