@@ -156,18 +156,18 @@ def _main(argv: list[str] | None = None) -> int:
     return _hydra_main(command, args + train_dir_overrides(command, args), debug)
 
 
-TRAIN_DIR = "${now:%H-%M-%S-%f}_${hydra.runtime.choices.model}_${hydra.runtime.choices.data}_train"
-
-
 def train_dir_overrides(command: str, args: list[str]) -> list[str]:
-    """`sanity train` directories end in _train (the configured pattern names the randomization test)."""
+    """`sanity train` directories end in _train: configs/sanity.yaml's run and sweep directory patterns end in
+    the randomization test's name, which a training has not."""
     if command != "train":
         return []
+    from omegaconf import OmegaConf
+
+    hydra = OmegaConf.to_container(OmegaConf.load(config_dir() / "sanity.yaml").hydra, resolve=False)
     extra = []
-    if not any(a.startswith("hydra.run.dir=") for a in args):
-        extra.append(f"hydra.run.dir=results/${{now:%Y-%m-%d}}/{TRAIN_DIR}")
-    if not any(a.startswith("hydra.sweep.subdir=") for a in args):
-        extra.append("hydra.sweep.subdir=${hydra.job.num}_" + TRAIN_DIR.split("_", 1)[1])
+    for key, pattern in (("hydra.run.dir", hydra["run"]["dir"]), ("hydra.sweep.subdir", hydra["sweep"]["subdir"])):
+        if not any(a.startswith(f"{key}=") for a in args):
+            extra.append(f"{key}={pattern.replace('${hydra.runtime.choices.test}', 'train')}")
     return extra
 
 

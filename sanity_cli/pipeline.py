@@ -180,6 +180,17 @@ def randomize_stage(model, stage: Stage, blocks: list[models.Block], trained_wei
 
 # ---------------------------------------------------------------- compare
 
+def compare_where_finite(reference: np.ndarray, other: np.ndarray, metric: str,
+                         params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """metrics.compare of each pair of maps; a pair with NaN/Inf in either map is never compared: its
+    similarity is undefined (NaN)."""
+    finite = finite_rows(reference) & finite_rows(other)
+    values, undefined = np.full(len(finite), np.nan), np.ones(len(finite), bool)
+    if finite.any():
+        values[finite], undefined[finite] = metrics.compare(reference[finite], other[finite], metric, **params)
+    return values, undefined
+
+
 def compare_stage(reference: dict[str, np.ndarray], maps: dict[str, np.ndarray], metric_params: dict,
                   grid_images: int) -> dict[str, np.ndarray]:
     """One stage's results as arrays (a resumable unit): per method and metric the similarity of each
@@ -187,13 +198,9 @@ def compare_stage(reference: dict[str, np.ndarray], maps: dict[str, np.ndarray],
     grids."""
     unit = {}
     for name, explained in maps.items():
-        finite = finite_rows(reference[name]) & finite_rows(explained)
-        unit[f"nonfinite/{name}"] = ~finite
+        unit[f"nonfinite/{name}"] = ~(finite_rows(reference[name]) & finite_rows(explained))
         for metric, params in metric_params.items():
-            values, undefined = np.full(len(finite), np.nan), np.ones(len(finite), bool)
-            if finite.any():  # a map with NaN/Inf is never compared: its similarity is undefined
-                values[finite], undefined[finite] = metrics.compare(reference[name][finite], explained[finite],
-                                                                    metric, **params)
+            values, undefined = compare_where_finite(reference[name], explained, metric, params)
             unit[f"value/{name}/{metric}"] = np.asarray(values, np.float64)
             unit[f"undefined/{name}/{metric}"] = np.asarray(undefined, bool)
         explained = np.where(np.isfinite(explained), explained, 0.0)
@@ -266,12 +273,8 @@ class Comparison:
         frames = []
         for method in self.names:
             maps = self.reference[method]
-            pairs = finite_rows(maps[first]) & finite_rows(maps[second])
             for metric, params in self.metric_params.items():
-                values, undefined = np.full(len(first), np.nan), np.ones(len(first), bool)
-                if pairs.any():
-                    values[pairs], undefined[pairs] = metrics.compare(maps[first][pairs], maps[second][pairs],
-                                                                      metric, **params)
+                values, undefined = compare_where_finite(maps[first], maps[second], metric, params)
                 frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
                                             "other_image": self.image_ids[second], "value": values,
                                             "undefined": undefined}))
@@ -427,8 +430,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
         runs = applicable_methods(cfg, trained.model)
         targets = choose_targets(cfg, trained.model, images, labels)
-        checks = SelfChecks(log)
-        if guided_methods(runs):
+        checks, guided = SelfChecks(log), guided_methods(runs)
+        if guided:
             checks.check_guided_swap(methods.engine.engine_for(trained.model), images, targets, cfg.batch_size)
         units.check_inputs({"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
                             "image_ids": image_ids.tolist(), "targets": targets.tolist(),
@@ -445,7 +448,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         with timer.phase("write"):
             captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
             verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions,
-                                    checks.problems(guided_methods(runs)))
+                                    checks.problems(guided))
             models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
             with atomic_path(run_dir / "models.csv") as tmp:
                 models_table.to_csv(tmp, index=False, float_format="%.6g")

@@ -18,6 +18,11 @@ NULL_COLUMNS = ["method", "metric", "image", "other_image", "value", "undefined"
 METRIC_COLUMNS = ["model", "test", "stage", "block", "method", "metric", "image", "repeat", "value", "undefined"]
 
 
+def t_half_width(std: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean of n > 1 values with sample standard deviation std."""
+    return float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
+
+
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (stage, block, method, metric): mean, std, 95% t-interval of the mean over images (each image
     averaged over repeats first), n (images with a defined value), seed_std (spread of the per-repeat means)
@@ -30,7 +35,7 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
         n = len(values)
         mean = float(values.mean()) if n else np.nan
         std = float(values.std(ddof=1)) if n > 1 else (0.0 if n == 1 else np.nan)
-        half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else 0.0 if n == 1 else np.nan
+        half = t_half_width(std, n) if n > 1 else 0.0 if n == 1 else np.nan
         repeat_means = group[~group["undefined"]].groupby("repeat")["value"].mean()
         rows.append(dict(zip(keys, key), mean=mean, std=std, ci_low=mean - half, ci_high=mean + half, n=n,
                          n_undefined=int(group["undefined"].sum()),
@@ -57,7 +62,7 @@ def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
     mean = float(values.mean())
     if n == 1:
         return mean, np.nan, np.nan, 1
-    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    half = t_half_width(float(values.std(ddof=1)), n)
     return mean, mean - half, mean + half, n
 
 
@@ -105,8 +110,8 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     cascading: the last stage (every block randomized); independent: the mean over single-block stages;
     data: true-label vs permuted-label model. `null` is summarize_null's table; `problems` maps a method
     (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
-    constant map in any compared pair. Model-free
-    controls get no verdict: they are `reference` rows showing what a map that ignores the model scores.
+    constant map in any compared pair. Model-free controls get no verdict: they are `reference` rows showing
+    what a map that ignores the model scores.
     """
     problems = problems or {}
     chosen = summary[(summary["metric"] == metric) & (summary["stage"] > 0)]
@@ -167,9 +172,10 @@ def format_verdict(table: pd.DataFrame) -> str:
         null = f"{null_value:6.3f}" if not pd.isna(null_value) else f"{'':6s}"
         null_ci = (f"[{row.null_ci_low:+.2f}, {row.null_ci_high:+.2f}]"
                    if not pd.isna(getattr(row, "null_ci_low", np.nan)) else "")
-        reason = getattr(row, "reason", "")
-        detail = f"  ({reason})" if row.verdict in ("INCONCLUSIVE",) and isinstance(reason, str) else ""
-        undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined and "constant map" not in detail else ""
+        # an INCONCLUSIVE reason already counts the undefined pairs
+        inconclusive = row.verdict == "INCONCLUSIVE"
+        detail = f"  ({row.reason})" if inconclusive else ""
+        undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined and not inconclusive else ""
         lines.append(f"{row.method:34s} {row.similarity:10.3f} {ci:>15s} {null} {null_ci:>15s} {row.n:4d}  "
                      f"{row.verdict}{detail}{undefined}")
     if (table["role"] == "control").any():

@@ -110,12 +110,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def used_split(dataset: Dataset, settings: TrainSettings):
+    """(x, y): the first max_train_images of the training split (all of it when null)."""
+    if settings.max_train_images is None:
+        return dataset.x_train, dataset.y_train
+    return dataset.x_train[: settings.max_train_images], dataset.y_train[: settings.max_train_images]
+
+
 def training_arrays(dataset: Dataset, labels: str, seed: int, settings: TrainSettings):
-    """(x, y) the model is fitted on: the first max_train_images of the training split, less the last
-    validation_images, with the labels permuted once (seeded) for labels='permuted'."""
-    x, y = dataset.x_train, dataset.y_train
-    if settings.max_train_images is not None:
-        x, y = x[: settings.max_train_images], y[: settings.max_train_images]
+    """(x, y) the model is fitted on: the used split less its last validation_images, with the labels
+    permuted once (seeded) for labels='permuted'."""
+    x, y = used_split(dataset, settings)
     if settings.validation_images:
         x, y = x[: -settings.validation_images], y[: -settings.validation_images]
     if len(x) == 0:
@@ -130,9 +135,7 @@ def validation_arrays(dataset: Dataset, settings: TrainSettings):
     """The held-out images (true labels) at the end of the used training split, or None."""
     if not settings.validation_images:
         return None
-    x, y = dataset.x_train, dataset.y_train
-    if settings.max_train_images is not None:
-        x, y = x[: settings.max_train_images], y[: settings.max_train_images]
+    x, y = used_split(dataset, settings)
     return x[-settings.validation_images:], y[-settings.validation_images:]
 
 
@@ -188,7 +191,7 @@ class Checkpoint:
 
 def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings, log=print,
           checkpoint: Checkpoint | None = None):
-    """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info).
+    """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info, per-epoch history).
 
     Every epoch visits the training set in a new seeded order. The permuted-label model trains until the
     accuracy of its weights on its (permuted) training labels, measured after each epoch, reaches
