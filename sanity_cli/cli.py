@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .config import config_dir, group_choices, one_line, precheck, split_args
+from .config import Job, compose_jobs, config_source, group_choices, one_line, split_args
+from .paths import config_dir
+from .rundir import RunDir, config_fingerprint, hydra_quoted, new_directories
 from .errors import SanityError
 
 COMMANDS = {
@@ -49,63 +51,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def explicit_run_dir(overrides: list[str]) -> Path | None:
-    key = "hydra.run.dir="
-    explicit = [o[len(key):] for o in overrides if o.startswith(key)]
-    return Path(explicit[-1]) if explicit and "${" not in explicit[-1] else None
-
-
-def find_resumable(cfg, results: Path) -> Path | None:
-    """The newest unfinished run directory under `results` started by this same config."""
-    from .units import UNITS_DIR, RUN_FILE, config_fingerprint, finished, saved_fingerprint
-
-    fingerprint = config_fingerprint(cfg)
-    candidates = [p.parent.parent for p in results.rglob(f"{UNITS_DIR}/{RUN_FILE}")] if results.is_dir() else []
-    candidates = [d for d in candidates
-                  if saved_fingerprint(d) == fingerprint and not finished(d)]
-    return max(candidates, key=lambda d: (d / UNITS_DIR / RUN_FILE).stat().st_mtime, default=None)
-
-
-def resume_overrides(cfg, args: list[str], overrides: list[str]) -> list[str] | None:
-    """`resume=true`: point Hydra at the run to continue. Returns the new args, or None when the named run
-    is already finished (its verdict is printed again)."""
-    run_dir = explicit_run_dir(overrides)
-    if run_dir is None:
-        found = find_resumable(cfg, Path.cwd() / "results")
-        if found is None:
-            print("resume: no unfinished run of this config under ./results; starting a new one", file=sys.stderr)
-            return args
-        print(f"resume: continuing {found}", file=sys.stderr)
-        return args + [f"hydra.run.dir={found}"]
-    from .units import finished
-
-    if not finished(run_dir):
-        return args  # unfinished or new: the pipeline resumes its units
-    from .pipeline import report_finished
-
-    report_finished(run_dir, cfg)
-    return None
-
-
-def check_output_dir(overrides: list[str], multirun: bool) -> None:
-    """The run (or sweep) directory, or ./results by default, must be creatable before Hydra starts."""
-    from .units import finished
-
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    explicit = [o[len(key):] for o in overrides if o.startswith(key)]
-    target = Path(explicit[-1]) if explicit and "${" not in explicit[-1] else Path.cwd() / "results"
-    if explicit and not multirun and finished(target):
-        raise SanityError(f"{target} already holds a finished run; pick a new hydra.run.dir")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        probe = target / f".sanity-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise SanityError(f"cannot write results to {target} ({err.strerror}); run from a writable directory "
-                          f"or pass {key}DIR") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -118,8 +63,6 @@ def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if debug:
-        os.environ["SANITY_DEBUG"] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(help_text())
         return 0
@@ -130,30 +73,58 @@ def _main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1" if debug else "0")
     if command == "reproduce":
         return _reproduce(args, debug)
-    informational = any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg",
-                              "-c") for a in args)
+    informational = any(a.split("=")[0] in INFO_FLAGS for a in args)
+    created: list[Path] = []
+    try:
+        source, args = config_source(args)
+        args = train_dir_overrides(command, args) + args
+        overrides, multirun = split_args(args)
+        if informational:  # compose only, so a broken config is one line, not Hydra's traceback
+            compose_jobs(overrides, multirun, source, check=False, limit=1)
+        else:
+            jobs = compose_jobs(overrides, multirun, source)
+            if multirun:
+                sweep_dir = RunDir(jobs[0].sweep_dir)
+                sweep_dir.ensure_writable("hydra.sweep.dir")
+                args = args + [f"hydra.sweep.dir={hydra_quoted(sweep_dir.path)}"]
+            else:
+                run_dir = claim_run_dir(command, jobs[0])
+                if run_dir is None:
+                    return 0
+                created = new_directories(run_dir.path)
+                run_dir.ensure_writable()
+                args = args + [f"hydra.run.dir={hydra_quoted(run_dir.path)}"]
+    except SanityError as err:
+        if debug:
+            raise
+        fail(str(err))
     if not informational:
-        try:
-            overrides, multirun = split_args(args)
-            configs = precheck(overrides, multirun)
-            if command == "run" and not multirun:
-                if configs[0].resume:
-                    args = resume_overrides(configs[0], args, overrides)
-                    if args is None:
-                        return 0
-                    overrides, _ = split_args(args)
-                run_dir = explicit_run_dir(overrides)
-                if run_dir is not None:  # before Hydra writes its .hydra/ copy into it
-                    from .units import check_claim, config_fingerprint
-
-                    check_claim(run_dir, config_fingerprint(configs[0]))
-            check_output_dir(overrides, multirun)
-        except SanityError as err:
-            if debug:
-                raise
-            fail(str(err))
         import_tensorflow_quietly(debug)  # only now that the run is known to be valid
-    return _hydra_main(command, args + train_dir_overrides(command, args), debug)
+    return _hydra_main(command, args, source, created, debug)
+
+
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c")
+
+
+def claim_run_dir(command: str, job: Job) -> RunDir | None:
+    """The single run's directory, checked before Hydra writes into it: `resume=true` with the default
+    (timestamped) directory continues the newest unfinished run of this config under ./results; a finished run
+    of this config with resume=true is shown again (returns None); anything else that is not ours is refused."""
+    run_dir, fingerprint = RunDir(job.run_dir), config_fingerprint(job.cfg)
+    resume = command == "run" and job.cfg.resume
+    if resume and job.timestamped and not run_dir.path.exists():
+        found = RunDir.newest_resumable(Path.cwd() / "results", fingerprint)
+        if found is None:
+            print("resume: no unfinished run of this config under ./results; starting a new one", file=sys.stderr)
+        else:
+            print(f"resume: continuing {found}", file=sys.stderr)
+            run_dir = found
+    if run_dir.check_claim(fingerprint, resume=resume):
+        from .pipeline import report_finished
+
+        report_finished(run_dir)
+        return None
+    return run_dir
 
 
 def train_dir_overrides(command: str, args: list[str]) -> list[str]:
@@ -183,11 +154,14 @@ def _reproduce(args: list[str], debug: bool) -> int:
         else:
             rest.append(args[i])
             i += 1
-    if not rest or "=" in rest[0] or rest[0].startswith("-"):
+    if not rest:
         fail("usage: sanity reproduce SUITE [--results DIR] [overrides]; SUITE is a name from configs/suites/ "
              "or a YAML file (see 'sanity --help')")
     try:
-        return reproduce(rest[0], rest[1:], results.expanduser())  # each job is its own `sanity run` process
+        source, rest = config_source(rest)
+        if not rest or "=" in rest[0] or rest[0].startswith("-"):
+            raise SanityError("usage: sanity reproduce SUITE [--results DIR] [--config-dir DIR] [overrides]")
+        return reproduce(rest[0], rest[1:], results.expanduser(), source)  # each job is its own `sanity run`
     except SanityError as err:
         if debug:
             raise
@@ -219,7 +193,7 @@ def import_tensorflow_quietly(debug: bool) -> None:
         tf.config.list_physical_devices("GPU")
 
 
-def _hydra_main(command: str, args: list[str], debug: bool) -> int:
+def _hydra_main(command: str, args: list[str], source, created: list[Path], debug: bool) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import ConfigCompositionException
@@ -227,29 +201,33 @@ def _hydra_main(command: str, args: list[str], debug: bool) -> int:
     def task(cfg) -> None:
         from hydra.types import RunMode
 
-        from . import pipeline, sweep
+        from . import pipeline
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run_dir = RunDir(HydraConfig.get().runtime.output_dir)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             if in_sweep:
-                sweep.clear_failure(run_dir)
-            getattr(pipeline, command)(cfg, run_dir)
+                run_dir.clear_failure()
+            getattr(pipeline, command)(cfg, run_dir.path)
         except SanityError as err:
             if debug:
                 raise
             if not in_sweep:
+                run_dir.abandon(str(err), created)
                 fail(str(err))
             # one bad job (e.g. a data set missing offline) must not stop the rest of a sweep
-            print(f"sanity: error: job {run_dir.name}: {err}", file=sys.stderr)
-            sweep.record_failure(run_dir, str(err))
+            print(f"sanity: error: job {run_dir.path.name}: {err}", file=sys.stderr)
+            run_dir.record_failure(str(err))
         except KeyboardInterrupt:
-            print(f"sanity: interrupted; finished results in {run_dir} are kept, nothing half-written",
-                  file=sys.stderr)
+            print(f"sanity: interrupted; {run_dir.abandon('interrupted', created)}", file=sys.stderr)
             sys.exit(130)
+        except Exception as err:  # a bug: keep the traceback, but leave no half-made directory behind
+            run_dir.abandon(f"{type(err).__name__}: {one_line(err)}", created)
+            raise
 
-    sys.argv = [f"sanity {command}"] + args
-    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sanity")(task)
+    config_path, config_name, extra = source.hydra_main_args()
+    sys.argv = [f"sanity {command}"] + extra + args
+    entry = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(task)
     try:
         entry()
     except (ValueError, ConfigCompositionException) as err:  # Hydra's own usage errors, e.g. -m with --cfg

@@ -14,6 +14,7 @@ from . import methods, randomize
 from .methods.engine import OUTPUTS
 from .methods.integrated_gradients import RULES
 from .errors import SanityError
+from .paths import config_dir
 from .metrics import METRIC_NAMES
 from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
@@ -173,15 +174,6 @@ HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-c
 MAX_PRECHECKED_JOBS = 256
 
 
-def config_dir() -> Path:
-    """configs/ installed inside the package (wheel), else the source checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "sanity.yaml").exists():
-            return candidate
-    raise SanityError(f"cannot find the sanity configs beside {here}; reinstall with pip install sanity-cli")
-
-
 def group_choices() -> dict[str, list[str]]:
     root = config_dir()
     return {group.name: sorted(p.stem for p in group.glob("*.yaml"))
@@ -241,34 +233,137 @@ def composition_message(err: Exception) -> str:
     return f"{one_line(err)}{hint} (see 'sanity --help' for the config groups)"
 
 
-def precheck(overrides: list[str], multirun: bool) -> list:
-    """Compose and validate every job's config before Hydra starts, so bad input never creates a run dir.
-    Returns the composed configs."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a run's configs come from, as Hydra's flags say: `--config-path` (the primary config's folder, default
+    sanity's configs/), `--config-name` (default `sanity`) and `--config-dir` (one more folder on the search path).
+    `hydra.searchpath` (in an override or the primary config) is honoured by Hydra's config loader itself."""
 
+    path: Path | None = None
+    name: str = "sanity"
+    extra_dir: Path | None = None
+
+    def hydra_main_args(self) -> tuple[str, str, list[str]]:
+        """(config_path, config_name, extra argv) for hydra.main, so Hydra composes what precheck composed."""
+        extra = ["--config-dir", str(self.extra_dir)] if self.extra_dir else []
+        return str(self.path or config_dir()), self.name, extra
+
+    def flags(self) -> list[str]:
+        """The command-line flags that name this source (for `reproduce`'s job processes)."""
+        flags = ["--config-path", str(self.path)] if self.path else []
+        flags += ["--config-name", self.name] if self.name != "sanity" else []
+        return flags + (["--config-dir", str(self.extra_dir)] if self.extra_dir else [])
+
+    def folders(self) -> list[Path]:
+        """Config folders in lookup order (for files that are not Hydra configs, such as suites)."""
+        return [folder for folder in (self.extra_dir, self.path) if folder is not None] + [config_dir()]
+
+    def compose(self, overrides: list[str], multirun: bool = False) -> DictConfig:
+        """The job's config with its `hydra` node, composed as hydra.main will: the same search path (the same
+        plugins, --config-dir placed where Hydra places it), the same task name, every hydra.* override."""
+        from hydra._internal.hydra import Hydra  # the public compose API has no --config-dir
+        from hydra._internal.utils import create_config_search_path
+        from hydra.core.config_search_path import SearchPathQuery
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.types import RunMode
+
+        search_path = create_config_search_path(str(self.path or config_dir()))
+        if self.extra_dir is not None:
+            search_path.prepend(provider="command-line", path=f"file://{self.extra_dir}",
+                                anchor=SearchPathQuery(provider="schema"))
+        GlobalHydra.instance().clear()
+        try:
+            hydra = Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path)
+            return hydra.compose_config(self.name, overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+                                        with_log_configuration=False)
+        finally:
+            GlobalHydra.instance().clear()
+
+
+TASK_NAME = "cli"  # Hydra's job name for `sanity` (the module declaring hydra.main): cli.log, ${hydra.job.name}
+CONFIG_FLAGS = {"--config-path": "path", "-cp": "path", "--config-name": "name", "-cn": "name",
+                "--config-dir": "extra_dir", "-cd": "extra_dir"}
+
+
+def config_source(args: list[str]) -> tuple[ConfigSource, list[str]]:
+    """The ConfigSource named by Hydra's config flags in args (FLAG VALUE or FLAG=VALUE), and the other args.
+    Folders are relative to the current directory (Hydra's --config-path is relative to the calling module)."""
+    found, rest, i = {}, [], 0
+    while i < len(args):
+        flag, _, value = args[i].partition("=")
+        if flag in CONFIG_FLAGS:
+            if not value:
+                if i + 1 >= len(args):
+                    raise SanityError(f"{flag} needs a value, e.g. {flag} my_configs")
+                value, i = args[i + 1], i + 1
+            found[CONFIG_FLAGS[flag]] = value
+        else:
+            rest.append(args[i])
+        i += 1
+    for key in ("path", "extra_dir"):
+        if key in found:
+            folder = Path(found[key]).expanduser().absolute()
+            if not folder.is_dir():
+                flag = "--config-path" if key == "path" else "--config-dir"
+                raise SanityError(f"{flag} {found[key]}: no such folder; name a folder of YAML configs")
+            found[key] = folder
+    if "name" in found:
+        found["name"] = found["name"].removesuffix(".yaml")
+    return ConfigSource(**found), rest
+
+
+def yaml_error(err: BaseException) -> str | None:
+    """A YAML syntax error anywhere in err's chain as 'FILE:LINE: problem', else None."""
+    import yaml
+
+    while err is not None:
+        if isinstance(err, yaml.MarkedYAMLError):
+            mark = err.problem_mark or err.context_mark
+            where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a config file"
+            opened = err.context_mark
+            context = f" ({err.context} started on line {opened.line + 1})" if err.context and opened else ""
+            return f"{where}: YAML syntax error: {err.problem}{context}; fix the file"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@dataclass
+class Job:
+    """One composed and validated job: its config (what the pipeline sees) and where Hydra will write it: the
+    run and sweep directories resolved once (so `${now:...}` is the same instant for the checks and for Hydra),
+    `~` expanded, absolute with `..` and links resolved. `timestamped`: the run directory's pattern is made new by the clock."""
+
+    cfg: DictConfig
+    run_dir: Path
+    sweep_dir: Path
+    timestamped: bool
+
+
+def output_dir(hydra: DictConfig, kind: str) -> Path:
+    return Path(str(OmegaConf.select(hydra, f"{kind}.dir"))).expanduser().resolve()
+
+
+def compose_jobs(overrides: list[str], multirun: bool, source: ConfigSource = ConfigSource(),
+                 check: bool = True, limit: int = MAX_PRECHECKED_JOBS) -> list[Job]:
+    """Compose (and, with check, validate) every job before Hydra starts, so bad input never creates a run
+    directory. Each job's `hydra` node is composed too: its run and sweep directories are what Hydra will use."""
     for override in overrides:
         if "=" not in override and not override.startswith("~"):
             raise SanityError(f"'{override}' is not an override KEY=VALUE; a value with spaces must be quoted, "
                               f"e.g. 'hydra.run.dir=\"my results/run\"'")
-    composed = []
+    jobs = []
     try:
-        jobs = expand_sweeps(overrides, multirun)
-        for job in jobs:
-            job = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-                cfg = compose(config_name="sanity", overrides=job)
+        for job_overrides in expand_sweeps(overrides, multirun)[:limit]:
+            full = source.compose(job_overrides, multirun)
+            hydra = full.hydra
+            cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
             OmegaConf.resolve(cfg)
-            validate(cfg)
-            composed.append(cfg)
+            if check:
+                validate(cfg)
+            pattern = str(OmegaConf.to_container(hydra.run, resolve=False)["dir"])
+            jobs.append(Job(cfg, output_dir(hydra, "run"), output_dir(hydra, "sweep"), "${now:" in pattern))
     except SanityError:
         raise
-    except Exception as err:  # Hydra / OmegaConf composition errors
-        raise SanityError(composition_message(err)) from None
-    finally:
-        GlobalHydra.instance().clear()
-    return composed
-
-
+    except Exception as err:  # Hydra / OmegaConf / YAML composition errors
+        raise SanityError(yaml_error(err) or composition_message(err)) from None
+    return jobs

@@ -7,7 +7,6 @@ cascading and independent) and Sec. 4 (data randomization).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -26,7 +25,8 @@ from .checks import SelfChecks, finite_rows
 from .errors import SanityError
 from .io import atomic_path, write_json
 from .manifest import build_manifest, device_summary
-from .units import UnitStore, config_fingerprint, finished, stage_unit
+from .rundir import RunDir, config_fingerprint
+from .units import UnitStore, stage_unit
 
 log = logging.getLogger("sanity").info
 
@@ -381,42 +381,24 @@ def model_rows(cfg, *trained_models) -> pd.DataFrame:
                          for t in trained_models])
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    if finished(run_dir):
-        raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise SanityError(f"cannot write to the run directory {run_dir} ({err.strerror}); "
-                          f"pass a writable hydra.run.dir=DIR") from None
-
-
-def report_finished(run_dir: Path, cfg: DictConfig) -> Path:
+def report_finished(run_dir: RunDir) -> Path:
     """`resume=true` on a finished run of the same config: nothing to do; show its verdict again."""
-    try:
-        fingerprint = json.loads((run_dir / "manifest.json").read_text()).get("config_fingerprint")
-    except (OSError, ValueError):
-        fingerprint = None
-    if fingerprint != config_fingerprint(cfg):
-        raise SanityError(f"{run_dir} holds a finished run of a different config; pick a new hydra.run.dir")
     print(f"already complete: {run_dir}")
-    verdict_file = run_dir / "verdict.csv"
+    verdict_file = run_dir.path / "verdict.csv"
     if verdict_file.exists():
         print(report.format_verdict(pd.read_csv(verdict_file)))
-    return run_dir
+    return run_dir.path
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     """`sanity run`: one randomization test, all outputs written to run_dir."""
     timer, started = Timer(), time.time()
     config_checks.validate(cfg)
-    if cfg.resume and finished(run_dir):
-        return report_finished(run_dir, cfg)
-    prepare_run_dir(run_dir)
-    units = UnitStore(run_dir, config_fingerprint(cfg), log=log)
+    directory = RunDir(run_dir)
+    if directory.check_claim(config_fingerprint(cfg), resume=cfg.resume):
+        return report_finished(directory)
+    directory.ensure_writable()
+    units = UnitStore(directory, config_fingerprint(cfg), log=log)
     resumed_units = units.open()
     try:
         log(f"device: {device_summary()}")
@@ -457,9 +439,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist(),
                                     "config_fingerprint": units.fingerprint, "resumed_units": resumed_units,
                                     "self_checks": checks.as_dict()}))
-        units.remove()
+        directory.remove_units()
     finally:
-        units.release()
+        directory.release()
     print(f"\n{verdict_heading(cfg)}:")
     print(report.format_verdict(verdict))
     if permuted is not None:
@@ -476,7 +458,9 @@ def train(cfg: DictConfig, run_dir: Path) -> training.TrainedModel:
     config_checks.validate(cfg)
     if cfg.model.name == "inception":
         raise SanityError("sanity train trains the MNIST models; InceptionV3 comes pretrained (model.weights=...)")
-    prepare_run_dir(run_dir)
+    directory = RunDir(run_dir)
+    directory.check_claim(config_fingerprint(cfg))
+    directory.ensure_writable()
     dataset = load_data(cfg)
     trained = load_model(cfg, dataset, training.normalize_labels_mode(cfg.labels))
     models_table = model_rows(cfg, trained)

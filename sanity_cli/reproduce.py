@@ -24,36 +24,36 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .config import ConfigSource, compose_jobs, yaml_error
 from .errors import SanityError
 from .io import atomic_path
+from .rundir import hydra_quoted
 
 SUITE_VERDICT = "suite_verdict.csv"   # written last: a suite run without it is unfinished
 LOG_FILE = "reproduce.log"
 EXIT_CHANGED, EXIT_FAILED, EXIT_BUSY = 1, 2, 75
 
 
-def suites_dir() -> Path:
-    from .config import config_dir
-
-    return config_dir() / "suites"
+def available_suites(source: ConfigSource = ConfigSource()) -> list[str]:
+    return sorted({p.stem for folder in source.folders() for p in (folder / "suites").glob("*.yaml")})
 
 
-def available_suites() -> list[str]:
-    folder = suites_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def load_suite(name: str) -> tuple[str, dict[str, list[str]]]:
-    """(suite name, {job name: overrides}) from configs/suites/NAME.yaml or a YAML file path."""
+def load_suite(name: str, source: ConfigSource = ConfigSource()) -> tuple[str, dict[str, list[str]]]:
+    """(suite name, {job name: overrides}) from suites/NAME.yaml in the config folders (--config-dir and
+    --config-path first, then sanity's own), or a YAML file path."""
     path = Path(name).expanduser()
     if path.suffix not in (".yaml", ".yml"):
-        path = suites_dir() / f"{name}.yaml"
+        found = [folder / "suites" / f"{name}.yaml" for folder in source.folders()]
+        path = next((p for p in found if p.is_file()), found[-1])
     if not path.is_file():
-        raise SanityError(f"unknown suite '{name}'; choose from {', '.join(available_suites())} or give a YAML file")
+        raise SanityError(f"unknown suite '{name}'; choose from {', '.join(available_suites(source))} or give a "
+                          f"YAML file")
     try:
         spec = yaml.safe_load(path.read_text()) or {}
         jobs = {str(job): [str(o) for o in overrides] for job, overrides in spec["jobs"].items()}
-    except (yaml.YAMLError, KeyError, AttributeError, TypeError) as err:
+    except yaml.YAMLError as err:
+        raise SanityError(yaml_error(err)) from None
+    except (KeyError, AttributeError, TypeError) as err:
         raise SanityError(f"suite file {path} is not valid ({type(err).__name__}); it needs 'jobs: {{NAME: "
                           f"[override, ...]}}'") from None
     if not jobs:
@@ -98,9 +98,9 @@ def point(link: Path, target: Path) -> None:
         print(f"reproduce: warning: cannot point {link} at {target} ({err.strerror})", file=sys.stderr)
 
 
-def run_job(job: str, overrides: list[str], run_dir: Path, log) -> int:
-    command = [sys.executable, "-m", "sanity_cli", "run", *overrides, "resume=true",
-               f"hydra.run.dir={run_dir / job}"]
+def run_job(job: str, overrides: list[str], run_dir: Path, log, source: ConfigSource) -> int:
+    command = [sys.executable, "-m", "sanity_cli", "run", *source.flags(), *overrides, "resume=true",
+               f"hydra.run.dir={hydra_quoted(run_dir.absolute() / job)}"]
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: sanity run {' '.join(overrides)}\n")
     log.flush()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -136,15 +136,13 @@ def verdict_changes(previous: pd.DataFrame, current: pd.DataFrame) -> list[str]:
     return changes
 
 
-def reproduce(suite: str, extra: list[str], results: Path) -> int:
+def reproduce(suite: str, extra: list[str], results: Path, source: ConfigSource = ConfigSource()) -> int:
     """Run the suite once (see the module docstring); returns the exit code."""
     from filelock import FileLock, Timeout
 
-    from .config import precheck
-
-    name, jobs = load_suite(suite)
+    name, jobs = load_suite(suite, source)
     for overrides in jobs.values():  # every job's config must be valid before anything runs
-        precheck(overrides + extra, False)
+        compose_jobs(overrides + extra, False, source)
     suite_root = results / "reproduce" / name
     try:
         suite_root.mkdir(parents=True, exist_ok=True)
@@ -166,7 +164,7 @@ def reproduce(suite: str, extra: list[str], results: Path) -> int:
         with open(run_dir / LOG_FILE, "a") as log:
             for job, overrides in jobs.items():
                 started = time.time()
-                code = run_job(job, overrides + extra, run_dir, log)
+                code = run_job(job, overrides + extra, run_dir, log, source)
                 status = "ok" if code == 0 else f"FAILED (exit {code})"
                 print(f"  {job}: {status} in {time.time() - started:.0f} s")
                 if code == 130:

@@ -9,24 +9,11 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from .io import atomic_path, write_text
+from .io import atomic_path
 from .report import format_verdict
+from .rundir import failed_jobs
 
-ERROR_FILE = "error.txt"      # a failed sweep job's one-line error, in its job directory
 FAILED_JOBS: list[str] = []   # set after a sweep: the jobs that failed (read by the CLI for its exit code)
-
-
-def record_failure(run_dir: Path, message: str) -> None:
-    write_text(run_dir / ERROR_FILE, message + "\n")
-
-
-def clear_failure(run_dir: Path) -> None:
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-
-
-def failed_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
-    """(job directory name, error line) of every failed job under sweep_dir."""
-    return [(path.parent.name, path.read_text().strip()) for path in sorted(sweep_dir.rglob(ERROR_FILE))]
 
 
 def job_columns(run_dir: Path) -> dict:

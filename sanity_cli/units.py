@@ -9,107 +9,35 @@ resolved config, so a run directory is only ever resumed by the config that star
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-from pathlib import Path
+import os
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from .errors import SanityError
 from .io import atomic_path, write_json
+from .rundir import RunDir
 
-UNITS_DIR = "units"
-RUN_FILE = "run.json"
 INPUTS_FILE = "inputs.json"
-NOT_FINGERPRINTED = ("resume",)  # keys that do not change the results
-
-
-def config_fingerprint(cfg: DictConfig) -> str:
-    """sha256 of the resolved config (without `resume`): equal fingerprints give equal results."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_FINGERPRINTED:
-        container.pop(key, None)
-    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def finished(run_dir: Path) -> bool:
-    """A run directory is finished once its manifest (written last) exists."""
-    return (Path(run_dir) / "manifest.json").exists()
-
-
-def busy_message(run_dir: Path) -> str:
-    return f"another sanity process is writing {run_dir}; wait for it to finish, or pick a new hydra.run.dir=DIR"
-
-
-def check_fingerprint(run_dir: Path, fingerprint: str) -> None:
-    found = saved_fingerprint(run_dir)
-    if found is not None and found != fingerprint:
-        raise SanityError(f"{run_dir} holds an unfinished run of a different config (fingerprint {found}, this "
-                          f"config {fingerprint}); resume it with its own overrides, or pick a new hydra.run.dir=DIR")
-
-
-def check_claim(run_dir: Path, fingerprint: str) -> None:
-    """Before Hydra writes its .hydra/ copy into run_dir: the directory must not hold another config's
-    unfinished run, nor be in use by another process."""
-    from filelock import FileLock, Timeout
-
-    check_fingerprint(run_dir, fingerprint)
-    lock_file = Path(run_dir) / UNITS_DIR / ".lock"
-    if lock_file.exists():
-        lock = FileLock(str(lock_file))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise SanityError(busy_message(run_dir)) from None
-        lock.release()
-
-
-def saved_fingerprint(run_dir: Path) -> str | None:
-    """The fingerprint of the unfinished run in run_dir, or None when it holds none (or an unreadable one)."""
-    try:
-        return json.loads((Path(run_dir) / UNITS_DIR / RUN_FILE).read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 class UnitStore:
     """The finished units of one run directory."""
 
-    def __init__(self, run_dir: Path, fingerprint: str, log=print):
-        self.dir = Path(run_dir) / UNITS_DIR
+    def __init__(self, run_dir: RunDir | str | os.PathLike, fingerprint: str, log=print):
+        self.run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.dir = self.run_dir.units
         self.fingerprint = fingerprint
         self.log = log
 
     def open(self) -> int:
-        """Claim the directory for this config (or check that it is ours) and lock it against a second
-        process; remove temporary files a killed process left behind. Returns the finished unit count."""
-        from filelock import FileLock, Timeout
-
-        run_dir = self.dir.parent
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.dir / ".lock"))
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise SanityError(busy_message(run_dir)) from None
-        try:
-            if finished(run_dir):  # finished by another process since our first look
-                raise SanityError(f"{run_dir} already holds a finished run; pick a new hydra.run.dir")
-            check_fingerprint(run_dir, self.fingerprint)
-            for stale in (*run_dir.glob(".*.tmp*"), *self.dir.glob(".*.tmp*")):
-                stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
-            if saved_fingerprint(run_dir) is None:
-                write_json(self.dir / RUN_FILE, {"fingerprint": self.fingerprint})
-                return 0
-            done = len(list(self.dir.glob("*.npz")))
-            if done:
-                self.log(f"resume: {done} finished units in {self.dir}; skipping them")
-            return done
-        except BaseException:
-            self.release()
-            raise
+        """Claim and lock the run directory (RunDir.claim). Returns the finished unit count."""
+        if not self.run_dir.claim(self.fingerprint):
+            return 0
+        done = len(list(self.dir.glob("*.npz")))
+        if done:
+            self.log(f"resume: {done} finished units in {self.dir}; skipping them")
+        return done
 
     def check_inputs(self, inputs: dict) -> None:
         """The explained images, target classes and models must be those of the interrupted run (a resumed run
@@ -139,19 +67,12 @@ class UnitStore:
             self.log(f"resume: unit {path.name} is unreadable ({type(err).__name__}); recomputing it")
             return None
 
+    def release(self) -> None:
+        self.run_dir.release()
+
     def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic_path(self.dir / f"{name}.npz") as tmp:
             np.savez(tmp, **arrays)
-
-    def remove(self) -> None:
-        """After the run's manifest is written the units are redundant."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def release(self) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.release()
-
 
 def stage_unit(stage: int, repeat: int) -> str:
     return f"stage-{stage:02d}-repeat-{repeat}"

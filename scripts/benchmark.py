@@ -847,7 +847,8 @@ def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
     self-checks' logits pass per stage) is part of the measured time."""
     from sanity_cli import pipeline
     from sanity_cli.checks import SelfChecks
-    from sanity_cli.units import UnitStore, config_fingerprint
+    from sanity_cli.rundir import config_fingerprint
+    from sanity_cli.units import UnitStore
 
     run_dir = Path(tempfile.mkdtemp(prefix="cascading_", dir=tmp))
     units = UnitStore(run_dir, config_fingerprint(cfg), log=lambda *_: None)
@@ -856,7 +857,7 @@ def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
         return pipeline.run_model_randomization(cfg, trained, runs, images, targets, image_ids, units,
                                                 SelfChecks(lambda *_: None)).table()
     finally:
-        units.remove()
+        units.run_dir.remove_units()
         units.release()
 
 

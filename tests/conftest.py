@@ -1,4 +1,6 @@
-"""Shared fixtures: running the real `sanity` command in a subprocess, offline, with a shared model cache."""
+"""Shared fixtures: running the real `sanity` command, in this process (`sanity_main`, fast) or in a subprocess
+(`sanity`, for what only a process can show: signals, exit codes of the installed entry point, two writers),
+offline, with one model cache for the session."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,35 @@ def sanity(tmp_path, model_cache):
         environment.update(env or {})
         return subprocess.run([sys.executable, "-m", "sanity_cli", *args], cwd=cwd or tmp_path, env=environment,
                               capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def sanity_main(tmp_path, model_cache, monkeypatch, capfd):
+    """Run `sanity ARGS...` in this process through cli.main (cwd tmp_path); returns what `sanity` returns in a
+    subprocess: exit code, stdout, stderr."""
+    from sanity_cli import cli
+
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> Completed:
+        monkeypatch.chdir(cwd or tmp_path)
+        for key, value in dict(SANITY_CACHE_DIR=str(model_cache), TFDS_DATA_DIR=str(tmp_path / "tfds"),
+                               **(env or {})).items():
+            monkeypatch.setenv(key, value)
+        capfd.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capfd.readouterr()
+        return Completed(code, out, err)
 
     return run
 

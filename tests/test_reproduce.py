@@ -151,5 +151,5 @@ def test_shipped_suites_compose():
     for name in reproduce.available_suites():
         _, jobs = reproduce.load_suite(name)
         for overrides in jobs.values():
-            config.precheck(overrides, False)
+            config.compose_jobs(overrides, False)
     assert {"smoke", "paper_mnist"} <= set(reproduce.available_suites())

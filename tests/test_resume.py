@@ -108,7 +108,7 @@ def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, tmp_pat
     probe = sanity(*small, "--cfg", "job")
     from omegaconf import OmegaConf
 
-    from sanity_cli.units import config_fingerprint
+    from sanity_cli.rundir import config_fingerprint
 
     holder = UnitStore(run_dir, config_fingerprint(OmegaConf.create(probe.stdout)), log=lambda *_: None)
     holder.open()

@@ -1,0 +1,216 @@
+"""The run directory: the one object that decides whether a directory is new, resumable, busy, finished or holds
+another config's run, and that claims, locks, marks failed or removes it. The CLI asks it before Hydra writes
+anything; the pipeline, the unit store, sweeps and `reproduce` use the same answers.
+
+A run directory is *finished* once its manifest (written last) exists; *unfinished* while `units/run.json` holds
+the fingerprint of the config that started it; *busy* while another process holds `units/.lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import SanityError
+from .io import write_json, write_text
+
+MANIFEST = "manifest.json"
+UNITS_DIR = "units"
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+ERROR_FILE = "error.txt"      # a failed run's one-line error (sweep jobs; runs that had finished units)
+NOT_FINGERPRINTED = ("resume",)  # keys that do not change the results
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """sha256 of the resolved config (without `resume`): equal fingerprints give equal results."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_FINGERPRINTED:
+        container.pop(key, None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def hydra_quoted(path: Path | str) -> str:
+    """`path` as a quoted Hydra override value that Hydra and OmegaConf turn back into exactly `path` (spaces,
+    quotes, backslashes and `${` included)."""
+    text = re.sub(r"(\\+)('|$)", lambda m: m.group(1) * 2 + m.group(2), str(path))
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+class RunDir:
+    """One run directory (see the module docstring)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.units = self.path / UNITS_DIR
+        self._lock = None
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---------------------------------------------------------------- state
+    def finished(self) -> bool:
+        return (self.path / MANIFEST).exists()
+
+    def finished_fingerprint(self) -> str | None:
+        try:
+            return json.loads((self.path / MANIFEST).read_text()).get("config_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def unfinished_fingerprint(self) -> str | None:
+        """The fingerprint of the unfinished run here, or None when it holds none (or an unreadable one)."""
+        try:
+            return json.loads((self.units / RUN_FILE).read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def holds_work(self) -> bool:
+        """A finished run or at least one finished unit: something a failure must never remove."""
+        return self.finished() or any(self.units.glob("*.npz"))
+
+    def busy(self) -> bool:
+        """Another process holds the lock."""
+        from filelock import FileLock, Timeout
+
+        lock_file = self.units / LOCK_FILE
+        if self._lock is not None or not lock_file.exists():
+            return False
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    # ---------------------------------------------------------------- decisions
+    def check_claim(self, fingerprint: str, resume: bool = False) -> bool:
+        """May a run of the config with this fingerprint go here? Raises (one line) when the directory is another
+        config's, busy, or finished; returns True when it holds this config's finished run and resume is set
+        (nothing to do but show it)."""
+        if self.finished():
+            if not resume:
+                raise SanityError(f"{self.path} already holds a finished run; pick a new hydra.run.dir")
+            if self.finished_fingerprint() != fingerprint:
+                raise SanityError(f"{self.path} holds a finished run of a different config; pick a new "
+                                  f"hydra.run.dir")
+            return True
+        found = self.unfinished_fingerprint()
+        if found is not None and found != fingerprint:
+            raise SanityError(f"{self.path} holds an unfinished run of a different config (fingerprint {found}, "
+                              f"this config {fingerprint}); resume it with its own overrides, or pick a new "
+                              f"hydra.run.dir=DIR")
+        if self.busy():
+            raise SanityError(self.busy_message())
+        return False
+
+    def busy_message(self) -> str:
+        return (f"another sanity process is writing {self.path}; wait for it to finish, or pick a new "
+                f"hydra.run.dir=DIR")
+
+    def ensure_writable(self, key: str = "hydra.run.dir") -> None:
+        """Create the directory (and its parents) and prove a file can be written into it."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".sanity-write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise SanityError(f"cannot write results to {self.path} ({err.strerror}); run from a writable "
+                              f"directory or pass {key}=DIR") from None
+
+    @staticmethod
+    def newest_resumable(root: Path, fingerprint: str) -> RunDir | None:
+        """The newest unfinished run directory under root started by the config with this fingerprint."""
+        if not Path(root).is_dir():
+            return None
+        candidates = [RunDir(p.parent.parent) for p in Path(root).rglob(f"{UNITS_DIR}/{RUN_FILE}")]
+        candidates = [d for d in candidates if d.unfinished_fingerprint() == fingerprint and not d.finished()]
+        return max(candidates, key=lambda d: (d.units / RUN_FILE).stat().st_mtime, default=None)
+
+    # ---------------------------------------------------------------- claiming and locking
+    def claim(self, fingerprint: str) -> bool:
+        """Lock the directory against a second process and claim it for this config (or check that it is ours);
+        remove temporary files a killed process left behind. Returns True when it already held this config's
+        unfinished run (a resume)."""
+        from filelock import FileLock, Timeout
+
+        self.units.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.units / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise SanityError(self.busy_message()) from None
+        self._lock = lock
+        try:
+            self.check_claim(fingerprint)  # again, under the lock: finished or claimed meanwhile?
+            for stale in (*self.path.glob(".*.tmp*"), *self.units.glob(".*.tmp*")):
+                stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
+            self.clear_failure()  # an earlier attempt's error.txt
+            if self.unfinished_fingerprint() is None:
+                write_json(self.units / RUN_FILE, {"fingerprint": fingerprint})
+                return False
+            return True
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # ---------------------------------------------------------------- endings
+    def remove_units(self) -> None:
+        """After the manifest is written the units are redundant."""
+        shutil.rmtree(self.units, ignore_errors=True)
+
+    def record_failure(self, message: str) -> None:
+        write_text(self.path / ERROR_FILE, message + "\n")
+
+    def clear_failure(self) -> None:
+        (self.path / ERROR_FILE).unlink(missing_ok=True)
+
+    def abandon(self, message: str, created: list[Path]) -> str:
+        """After a failed run: a directory this invocation created (`created`: it and any new parents, innermost
+        first) that holds no finished unit is removed with those parents; anything else keeps its work and gets
+        error.txt. Returns what happened, for the log."""
+        if self.busy() or self.finished():
+            return f"{self.path} belongs to another run; left as it is"
+        if self.path in created and not self.holds_work():
+            shutil.rmtree(self.path, ignore_errors=True)
+            for parent in created[1:]:
+                try:
+                    parent.rmdir()  # only when empty
+                except OSError:
+                    break
+            return f"nothing was kept ({self.path} removed)"
+        if self.path.is_dir():
+            try:
+                self.record_failure(message)
+            except SanityError:
+                pass  # the directory is not writable: the error line on stderr is all there is
+            return f"finished parts kept in {self.path}; the error is in {self.path / ERROR_FILE}"
+        return "nothing was written"
+
+
+def failed_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
+    """(job directory name, error line) of every failed job under sweep_dir."""
+    return [(path.parent.name, path.read_text().strip()) for path in sorted(Path(sweep_dir).rglob(ERROR_FILE))]
+
+
+def new_directories(path: Path) -> list[Path]:
+    """path and those of its parents that do not exist yet, innermost first (what creating path would add)."""
+    created = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        created.append(candidate)
+    return created
