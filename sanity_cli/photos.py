@@ -19,22 +19,64 @@ SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "image
 
 
 def resize_center_crop(picture: np.ndarray, size: int) -> np.ndarray:
-    """Scale the shorter side to `size` (anti-aliased), then crop the centre square; returns float [0,1] RGB."""
+    """Scale the shorter side of an RGB picture in [0, 1] to `size` (anti-aliased), then crop the centre square."""
     from skimage.transform import resize
 
-    picture = np.asarray(picture)
-    if picture.ndim == 2:
-        picture = np.stack([picture] * 3, axis=-1)
-    if picture.ndim != 3 or picture.shape[-1] not in (3, 4):
-        raise SanityError(f"a photo has shape {picture.shape}; expected an RGB or grayscale image")
-    picture = picture[..., :3]
-    picture = picture.astype(np.float64) / (255.0 if picture.dtype == np.uint8 else max(1.0, picture.max()))
     height, width = picture.shape[:2]
     scale = size / min(height, width)
     new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
     picture = resize(picture, (new_h, new_w), anti_aliasing=True)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return picture[top:top + size, left:left + size].astype(np.float32)
+
+
+def sample_rgb(picture: np.ndarray) -> np.ndarray:
+    """A scikit-image sample photo (uint8, RGB or grayscale) as RGB in [0, 1]."""
+    picture = np.asarray(picture, np.float64) / 255.0
+    return np.stack([picture] * 3, axis=-1) if picture.ndim == 2 else picture[..., :3]
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def decode(path: Path, log=print) -> np.ndarray | None:
+    """A photo file as RGB in [0, 1] (float64), through PIL's decoders and mode conversions, or None (with a
+    warning naming the file) when it cannot be read. EXIF orientation is applied; CMYK and YCbCr go through PIL's
+    colour conversion; 16-bit grayscale is divided by 65535 (not by its own maximum); grayscale becomes three equal
+    channels; transparency (RGBA, LA, palette with transparency) is dropped, keeping the colour underneath, as
+    keras.utils.load_img and torchvision's loader do. Every file whose mode was not already 8-bit RGB gets one log
+    line saying what was done."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            rotated = image.size != opened.size or opened.getexif().get(0x0112, 1) not in (1, None)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        log(f"data: warning: skipping {path.name}: not a readable image ({type(err).__name__})")
+        return None
+    mode, done = image.mode, []
+    if mode in SIXTEEN_BIT:
+        gray = np.asarray(image, np.float64) / 65535.0
+        picture, done = np.stack([gray] * 3, axis=-1), [f"{mode} 16-bit grayscale / 65535 -> RGB"]
+    elif mode == "F":
+        log(f"data: warning: skipping {path.name}: floating-point image (mode F) has no defined [0, 1] range")
+        return None
+    else:
+        if mode == "P" and "transparency" in image.info:
+            image, done = image.convert("RGBA"), ["palette with transparency -> RGBA"]
+        if image.mode != "RGB":
+            what = {"RGBA": "alpha dropped", "LA": "alpha dropped", "CMYK": "PIL colour conversion",
+                    "L": "gray in three channels", "1": "bilevel"}.get(image.mode, "PIL conversion")
+            done.append(f"{image.mode} -> RGB ({what})")
+            image = image.convert("RGB")
+        picture = np.asarray(image, np.float64) / 255.0
+    if rotated:
+        done.append("EXIF orientation applied")
+    if done:
+        log(f"data: {path.name}: {'; '.join(done)}")
+    return picture
 
 
 def class_index(path: Path | None = None) -> list[str] | None:
@@ -44,15 +86,6 @@ def class_index(path: Path | None = None) -> list[str] | None:
         return None
     table = json.loads(path.read_text())
     return [table[str(i)][1] for i in range(len(table))]
-
-
-def _read(path: Path) -> np.ndarray:
-    from skimage import io
-
-    try:
-        return io.imread(path)
-    except Exception as err:  # unreadable or not an image
-        raise SanityError(f"cannot read image {path} ({type(err).__name__}); remove it from data.path") from None
 
 
 def _labels(labels_csv: str | None) -> dict[str, int]:
@@ -79,21 +112,30 @@ def load_photos(path: str | None, size: int = 299, max_images: int | None = None
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         if not files:
             raise SanityError(f"data.path {folder} holds no images ({', '.join(sorted(EXTENSIONS))})")
-        for file in files[:max_images]:
-            pictures.append(_read(file))
-            names.append(file.name)
-            digests.append(hashlib.sha256(file.read_bytes()).hexdigest())
+        for file in files:
+            if max_images and len(pictures) == max_images:
+                break
+            picture = decode(file, log)
+            if picture is not None:
+                pictures.append(picture)
+                names.append(file.name)
+                digests.append(hashlib.sha256(file.read_bytes()).hexdigest())
+        if not pictures:
+            raise SanityError(f"data.path {folder} holds no readable image (every file was skipped, see the "
+                              f"warnings); add photos PIL can read")
         source = str(folder)
     else:
         from skimage import data as samples
 
         for name in SKIMAGE_SAMPLES:
-            pictures.append(getattr(samples, name)())
+            pictures.append(sample_rgb(getattr(samples, name)()))
             names.append(f"skimage.data.{name}")
         if SHARED_IMAGES.is_dir():
             for file in sorted(p for p in SHARED_IMAGES.iterdir() if p.suffix.lower() in EXTENSIONS):
-                pictures.append(_read(file))
-                names.append(file.name)
+                picture = decode(file, log)
+                if picture is not None:
+                    pictures.append(picture)
+                    names.append(file.name)
         if max_images:
             pictures, names = pictures[:max_images], names[:max_images]
         source = "embedded default: scikit-image sample photos" + (

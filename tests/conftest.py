@@ -5,6 +5,7 @@ offline, with one model cache for the session."""
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import struct
 import subprocess
@@ -47,22 +48,34 @@ class Completed:
 
 
 @pytest.fixture
-def sanity_main(tmp_path, model_cache, monkeypatch, capfd):
+def sanity_main(tmp_path, model_cache, monkeypatch, capsys):
     """Run `sanity ARGS...` in this process through cli.main (cwd tmp_path); returns what `sanity` returns in a
     subprocess: exit code, stdout, stderr."""
     from sanity_cli import cli
+
+    import tensorflow  # noqa: F401
+    from absl import logging as absl_logging
+
+    # Hydra's logging.config.dictConfig closes every live handler; absl's closes its stream unless it is a
+    # standard one, which here would be pytest's capture file. (A real `sanity` process has the real stderr.)
+    monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.__stderr__)
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> Completed:
         monkeypatch.chdir(cwd or tmp_path)
         for key, value in dict(SANITY_CACHE_DIR=str(model_cache), TFDS_DATA_DIR=str(tmp_path / "tfds"),
                                **(env or {})).items():
             monkeypatch.setenv(key, value)
-        capfd.readouterr()
+        capsys.readouterr()
+        before = set(logging.root.handlers)
         try:
             code = cli.main(list(args))
         except SystemExit as exit_:
             code = exit_.code
-        out, err = capfd.readouterr()
+        finally:  # the handlers Hydra added hold this test's captured streams and the run's cli.log
+            for handler in set(logging.root.handlers) - before:
+                logging.root.removeHandler(handler)
+                handler.close()
+        out, err = capsys.readouterr()
         return Completed(code, out, err)
 
     return run

@@ -48,15 +48,58 @@ def test_empty_image_folder(sanity, tmp_path):
     assert_one_line_error(result, "holds no images", str(empty))
 
 
-def test_a_file_that_is_not_an_image_among_the_photos(sanity, tmp_path):
-    from skimage import data, io
+def test_unreadable_photos_are_skipped_with_a_warning_and_none_left_is_one_line(sanity_main, tmp_path):
+    from PIL import Image
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    io.imsave(folder / "cat.png", data.chelsea()[:64, :64])
     (folder / "broken.jpg").write_text("this is text, not a JPEG")
-    result = sanity("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={folder}")
-    assert_one_line_error(result, "broken.jpg", "remove it")
+    result = sanity_main("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={folder}")
+    assert_one_line_error(result, "no readable image", str(folder))
+    assert not (tmp_path / "results").exists()
+
+    lines = []
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(folder / "good.png")
+    photos = load_photos(str(folder), size=16, log=lines.append)
+    assert photos.provenance["files"] == ["good.png"]
+    assert [line for line in lines if "warning" in line] == [
+        "data: warning: skipping broken.jpg: not a readable image (UnidentifiedImageError)"]
+
+
+def test_photo_modes_decode_to_the_right_rgb(tmp_path):
+    """Made with PIL in the test: each file is a uniform patch whose true RGB value is known."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    c, m, y, k = 50, 100, 150, 20
+    Image.new("CMYK", (20, 20), (c, m, y, k)).save(folder / "a_cmyk.jpg", quality=100)
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(folder / "b_gray16.png")
+    palette = Image.new("P", (20, 20), 1)
+    palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    palette.save(folder / "c_palette.png", transparency=0)
+    Image.new("LA", (20, 20), (90, 128)).save(folder / "d_la.png")
+    Image.new("RGBA", (20, 20), (30, 60, 90, 0)).save(folder / "e_rgba.png")
+    tall = Image.new("RGB", (20, 40), (255, 0, 0))
+    tall.paste((0, 0, 255), (0, 0, 20, 20))  # blue on top, red below
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise (top -> right)
+    tall.save(folder / "f_exif.jpg", quality=100, exif=exif)
+
+    lines = []
+    photos = load_photos(str(folder), size=20, log=lines.append)
+    centre = photos.x_test[:, 10, 10, :] * 255
+    np.testing.assert_allclose(centre[0], [(255 - c) * (255 - k) / 255, (255 - m) * (255 - k) / 255,
+                                           (255 - y) * (255 - k) / 255], atol=1.0)   # not its CMY channels
+    np.testing.assert_allclose(centre[1], [40000 / 65535 * 255] * 3, atol=1.0)          # not scaled by its max
+    np.testing.assert_allclose(centre[2], [200, 100, 50], atol=1.0)
+    np.testing.assert_allclose(centre[3], [90, 90, 90], atol=1.0)
+    np.testing.assert_allclose(centre[4], [30, 60, 90], atol=1.0)
+    upright = photos.x_test[4 + 1]  # wide after the EXIF turn: centre crop of [red | blue] left to right
+    assert upright[10, 1, 0] > 0.9 and upright[10, 18, 2] > 0.9
+    assert sum("data: " in line and ": " in line and "->" in line for line in lines) >= 5
+    assert any("CMYK -> RGB" in line for line in lines) and any("/ 65535" in line for line in lines)
+    assert any("f_exif.jpg: EXIF orientation applied" in line for line in lines)
 
 
 def test_grayscale_and_rgba_photos_become_rgb(tmp_path):

@@ -111,8 +111,9 @@ def test_photos_embedded_default_and_folder(tmp_path):
     loaded = photos.load_photos(str(folder), size=32, log=lambda _: None)
     assert loaded.x_test.shape == (2, 32, 32, 3)  # grayscale becomes RGB; non-image suffixes are ignored
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(SanityError, match="broken.jpg"):
-        photos.load_photos(str(folder), size=32, log=lambda _: None)
+    lines = []
+    assert photos.load_photos(str(folder), size=32, log=lines.append).x_test.shape == (2, 32, 32, 3)
+    assert any("skipping broken.jpg" in line for line in lines)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SanityError, match="no images"):
