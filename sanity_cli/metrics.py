@@ -20,12 +20,40 @@ works through the batch in chunks of map pairs that stay in the CPU cache.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sanity_cli.errors import SanityError
 
-METRIC_NAMES = ("spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman")
-HOG_METRICS = ("hog_pearson", "hog_spearman")
+
+@dataclass(frozen=True)
+class Metric:
+    """One similarity between two maps: how each map is normalised (`absolute`: normalize_absolute, `diverging`:
+    normalize_diverging), what is compared (`pixels`, or `hog` features) and with which statistic (`spearman`,
+    `pearson`, `ssim`). Every metric is a similarity in `value_range` (higher = more alike); correlations are
+    undefined when a map is constant, SSIM never is."""
+
+    name: str
+    normalise: str
+    features: str
+    statistic: str
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    higher_is_more_similar: bool = True
+
+    @property
+    def can_be_undefined(self) -> bool:
+        return self.statistic != "ssim"
+
+
+METRICS = {metric.name: metric for metric in (
+    Metric("spearman_abs", "absolute", "pixels", "spearman"),
+    Metric("spearman", "diverging", "pixels", "spearman"),
+    Metric("ssim", "absolute", "pixels", "ssim"),
+    Metric("hog_pearson", "absolute", "hog", "pearson"),      # the paper's text
+    Metric("hog_spearman", "absolute", "hog", "spearman"),    # the released notebooks
+)}
+METRIC_NAMES = tuple(METRICS)
 
 _PERCENTILE = 99.0
 _KNOWN_PARAMS = ("pixels_per_cell",)
@@ -458,7 +486,7 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     ref = _as_batch(ref)
     oth = _as_batch(oth)
     ppc = params.get("pixels_per_cell")
-    if metric in HOG_METRICS:
+    if METRICS[metric].features == "hog":
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 
     # Every metric is computed map by map, so the batch is processed in chunks whose
@@ -477,19 +505,11 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
 
 def _compare_chunk(both: np.ndarray, metric: str, ppc) -> tuple[np.ndarray, np.ndarray]:
     """``compare`` on one chunk: ``both`` = validated float64 reference maps, then the other maps."""
-    k = both.shape[0] // 2
-    if metric == "spearman_abs":
-        ranks = _rank_rows(_normalize_absolute(both))
-        return rowwise_pearson(ranks[:k], ranks[k:])
-    if metric == "spearman":
-        ranks = _rank_rows(_normalize_diverging(both))
-        return rowwise_pearson(ranks[:k], ranks[k:])
-    if metric == "ssim":
-        norm = _normalize_absolute(both)
-        values = _ssim_batch(norm[:k], norm[k:], data_range=1.0)
-        return values.astype(np.float64), np.zeros(k, dtype=bool)
-    feats = _hog_features(_normalize_absolute(both), ppc)
-    if metric == "hog_spearman":
-        ranks = _rank_rows(feats)
-        return rowwise_pearson(ranks[:k], ranks[k:])
-    return rowwise_pearson(feats[:k], feats[k:])
+    spec, k = METRICS[metric], both.shape[0] // 2
+    norm = (_normalize_absolute if spec.normalise == "absolute" else _normalize_diverging)(both)
+    if spec.statistic == "ssim":
+        return _ssim_batch(norm[:k], norm[k:], data_range=1.0).astype(np.float64), np.zeros(k, dtype=bool)
+    compared = _hog_features(norm, ppc) if spec.features == "hog" else norm
+    if spec.statistic == "spearman":
+        compared = _rank_rows(compared)
+    return rowwise_pearson(compared[:k], compared[k:])

@@ -346,7 +346,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
     controls = {run.name for run in runs if not methods.get(run.kind).needs_model}
     verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, controls, rule=cfg.verdict.rule,
                              threshold=cfg.verdict.threshold, null=report.summarize_null(null),
-                             problems=problems)
+                             problems=problems, metrics=table)
     for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("null.csv", null),
                         ("verdict.csv", verdict)):
         with atomic_path(run_dir / name) as tmp:

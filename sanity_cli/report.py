@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .metrics import METRICS
+
 VERDICT_RULES = ("baseline", "threshold")
 NULL_COLUMNS = ["method", "metric", "image", "other_image", "value", "undefined"]
 METRIC_COLUMNS = ["model", "test", "stage", "block", "method", "metric", "image", "repeat", "value", "undefined"]
@@ -23,10 +25,32 @@ def t_half_width(std: float, n: int) -> float:
     return float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
 
 
+def interval(values: np.ndarray, value_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The 95% interval of the mean of n >= 2 values. For a metric bounded to value_range (every similarity
+    here lies in [-1, 1]) it is the t-interval of the Fisher z-transformed values (z = atanh of the values mapped
+    to [-1, 1]; values at a bound are moved 1e-12 inside), transformed back: it stays inside the range, unlike
+    mean +- t s / sqrt(n), which left [-1, 1] for few images. Without a range: the plain t-interval."""
+    values = np.asarray(values, float)
+    n = len(values)
+    if value_range is None:
+        half = t_half_width(float(values.std(ddof=1)), n)
+        return float(values.mean()) - half, float(values.mean()) + half
+    low, high = value_range
+    unit = np.clip((2 * values - low - high) / (high - low), -1 + 1e-12, 1 - 1e-12)
+    z = np.arctanh(unit)
+    half = t_half_width(float(z.std(ddof=1)), n)
+    back = np.tanh([z.mean() - half, z.mean() + half])
+    return tuple(float(low + (b + 1) * (high - low) / 2) for b in back)
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    return METRICS[metric].value_range if metric in METRICS else None
+
+
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per (stage, block, method, metric): mean, std, 95% t-interval of the mean over images (each image
-    averaged over repeats first), n (images with a defined value), seed_std (spread of the per-repeat means)
-    and n_undefined (constant maps: correlation undefined, left out of the mean)."""
+    """Per (stage, block, method, metric): mean, std, 95% interval of the mean over images (each image
+    averaged over repeats first; `interval`), n (images with a defined value), seed_std (spread of the
+    per-repeat means) and n_undefined (constant maps: correlation undefined, left out of the mean)."""
     rows = []
     keys = ["model", "test", "stage", "block", "method", "metric"]
     for key, group in metrics.groupby(keys, sort=False):
@@ -35,9 +59,9 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
         n = len(values)
         mean = float(values.mean()) if n else np.nan
         std = float(values.std(ddof=1)) if n > 1 else (0.0 if n == 1 else np.nan)
-        half = t_half_width(std, n) if n > 1 else 0.0 if n == 1 else np.nan
+        ci_low, ci_high = interval(values, metric_range(key[-1])) if n > 1 else (mean, mean)
         repeat_means = group[~group["undefined"]].groupby("repeat")["value"].mean()
-        rows.append(dict(zip(keys, key), mean=mean, std=std, ci_low=mean - half, ci_high=mean + half, n=n,
+        rows.append(dict(zip(keys, key), mean=mean, std=std, ci_low=ci_low, ci_high=ci_high, n=n,
                          n_undefined=int(group["undefined"].sum()),
                          seed_std=float(repeat_means.std(ddof=1)) if len(repeat_means) > 1 else np.nan))
     return pd.DataFrame(rows).sort_values(["stage", "method", "metric"], kind="stable").reset_index(drop=True)
@@ -51,8 +75,9 @@ def null_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:half]), order[half:2 * half][np.argsort(order[:half])]
 
 
-def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
-    """(mean, ci_low, ci_high, n): the 95% t-interval of the mean of the finite values; the interval is
+def mean_interval(values: np.ndarray, value_range: tuple[float, float] | None = None
+                  ) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n): the mean of the finite values and its 95% `interval`; the interval is
     undefined (NaN) with fewer than two values."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values)]
@@ -62,15 +87,15 @@ def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
     mean = float(values.mean())
     if n == 1:
         return mean, np.nan, np.nan, 1
-    half = t_half_width(float(values.std(ddof=1)), n)
-    return mean, mean - half, mean + half, n
+    return (mean, *interval(values, value_range), n)
 
 
 def summarize_null(null: pd.DataFrame) -> pd.DataFrame:
     """Per method and metric: the mean null similarity over image pairs with its 95% t-interval."""
     rows = []
     for (method, metric), group in null.groupby(["method", "metric"], sort=False):
-        mean, low, high, n = mean_interval(group.loc[~group["undefined"], "value"].to_numpy(float))
+        mean, low, high, n = mean_interval(group.loc[~group["undefined"], "value"].to_numpy(float),
+                                           metric_range(metric))
         rows.append({"method": method, "metric": metric, "null_similarity": mean, "null_ci_low": low,
                      "null_ci_high": high, "null_n": n, "null_n_undefined": int(group["undefined"].sum())})
     return pd.DataFrame(rows, columns=["method", "metric", "null_similarity", "null_ci_low", "null_ci_high", "null_n",
@@ -104,11 +129,12 @@ def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, r
 
 def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *, rule: str = "baseline",
             threshold: float = 0.5, null: pd.DataFrame | None = None,
-            problems: dict[str, list[str]] | None = None) -> pd.DataFrame:
+            problems: dict[str, list[str]] | None = None, metrics: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each method: the similarity between trained and randomized explanations and its verdict.
 
-    cascading: the last stage (every block randomized); independent: the mean over single-block stages;
-    data: true-label vs permuted-label model. `null` is summarize_null's table; `problems` maps a method
+    cascading: the last stage (every block randomized); independent: the mean over single-block stages, its
+    interval over images of each image's mean over the blocks (from the tidy `metrics`; without them, the range of
+    the blocks' intervals); data: true-label vs permuted-label model. `null` is summarize_null's table; `problems` maps a method
     (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
     constant map in any compared pair. Model-free controls get no verdict: they are `reference` rows showing
     what a map that ignores the model scores.
@@ -127,6 +153,8 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
         mean = float(np.average(group["mean"], weights=group["n"])) if n else np.nan
         ci_low = float(group["ci_low"].min()) if n else np.nan
         ci_high = float(group["ci_high"].max()) if n else np.nan
+        if test == "independent" and metrics is not None:
+            mean, ci_low, ci_high, n = per_image_blocks_interval(metrics, method, metric)
         base = nulls.get(method)
         null_mean, null_low, null_high = ((base.null_similarity, base.null_ci_low, base.null_ci_high)
                                           if base is not None else (np.nan, np.nan, np.nan))
@@ -152,11 +180,20 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     return table.reset_index(drop=True)
 
 
+def per_image_blocks_interval(metrics: pd.DataFrame, method: str, metric: str) -> tuple[float, float, float, int]:
+    """Independent test: each image's mean similarity over the single-block stages (and repeats), then the mean
+    over images and its 95% interval: images, not blocks, are the independent samples."""
+    rows = metrics[(metrics["method"] == method) & (metrics["metric"] == metric) & (metrics["stage"] > 0)
+                   & ~metrics["undefined"].astype(bool)]
+    per_image = rows.groupby(["image", "stage"])["value"].mean().groupby("image").mean().to_numpy(float)
+    return mean_interval(per_image, metric_range(metric))
+
+
 def _compared(test: str, group: pd.DataFrame) -> str:
     if test == "cascading":
         return f"trained vs all blocks randomized (down to {group['block'].iloc[0]})"
     if test == "independent":
-        return f"trained vs each block alone ({len(group)} blocks), mean; CI = range of the block CIs"
+        return f"trained vs each block alone ({len(group)} blocks), mean; CI over images of their mean over blocks"
     return "true-label vs permuted-label model"
 
 

@@ -245,8 +245,18 @@ def test_module_has_no_unexpected_public_names():
 
     public = {n for n in dir(metrics) if not n.startswith("_")
               and not isinstance(getattr(metrics, n), types.ModuleType) and n != "annotations"}
-    assert public == {"METRIC_NAMES", "HOG_METRICS", "SanityError", "normalize_absolute", "normalize_diverging",
-                      "compare", "rowwise_pearson"}
+    assert public == {"METRIC_NAMES", "METRICS", "Metric", "SanityError", "dataclass", "normalize_absolute",
+                      "normalize_diverging", "compare", "rowwise_pearson"}
+
+
+def test_metric_registry_declares_each_metrics_properties():
+    assert list(metrics.METRICS) == list(metrics.METRIC_NAMES)
+    assert all(m.value_range == (-1.0, 1.0) and m.higher_is_more_similar for m in metrics.METRICS.values())
+    assert [n for n, m in metrics.METRICS.items() if not m.can_be_undefined] == ["ssim"]
+    assert {n: (m.normalise, m.features, m.statistic) for n, m in metrics.METRICS.items()} == {
+        "spearman_abs": ("absolute", "pixels", "spearman"), "spearman": ("diverging", "pixels", "spearman"),
+        "ssim": ("absolute", "pixels", "ssim"), "hog_pearson": ("absolute", "hog", "pearson"),
+        "hog_spearman": ("absolute", "hog", "spearman")}
 
 
 # --------------------------------------------------------------------------- #
