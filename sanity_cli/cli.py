@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from .config import Job, compose_jobs, config_source, group_choices, one_line, split_args
 from .paths import config_dir
-from .rundir import RunDir, config_fingerprint, hydra_quoted, new_directories
+from .rundir import RunDir, config_fingerprint, hydra_quoted, new_directories, omegaconf_literal
 from .errors import SanityError
 
 COMMANDS = {
@@ -93,14 +93,16 @@ def _main(argv: list[str] | None = None) -> int:
                     return 0
                 created = new_directories(run_dir.path)
                 run_dir.ensure_writable()
-                args = args + [f"hydra.run.dir={hydra_quoted(run_dir.path)}"]
     except SanityError as err:
         if debug:
             raise
         fail(str(err))
-    if not informational:
-        import_tensorflow_quietly(debug)  # only now that the run is known to be valid
-    return _hydra_main(command, args, source, created, debug)
+    if informational:
+        return _hydra_main(command, args, source, [], debug)
+    import_tensorflow_quietly(debug)  # only now that the run is known to be valid
+    if multirun:
+        return _hydra_main(command, args, source, [], debug)
+    return _run_single(command, jobs[0], run_dir, created, debug)
 
 
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c")
@@ -193,12 +195,12 @@ def import_tensorflow_quietly(debug: bool) -> None:
         tf.config.list_physical_devices("GPU")
 
 
-def _hydra_main(command: str, args: list[str], source, created: list[Path], debug: bool) -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import ConfigCompositionException
+def make_task(command: str, created: list[Path], debug: bool):
+    """The Hydra task: the pipeline's `run` or `train` in Hydra's run directory. A failed single run leaves no
+    half-made directory (RunDir.abandon); a failed sweep job is recorded (error.txt) and the sweep goes on."""
 
     def task(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         from . import pipeline
@@ -208,7 +210,7 @@ def _hydra_main(command: str, args: list[str], source, created: list[Path], debu
         try:
             if in_sweep:
                 run_dir.clear_failure()
-            getattr(pipeline, command)(cfg, run_dir.path)
+            getattr(pipeline, command)(cfg, run_dir.path, validated=not in_sweep)
         except SanityError as err:
             if debug:
                 raise
@@ -225,9 +227,39 @@ def _hydra_main(command: str, args: list[str], source, created: list[Path], debu
             run_dir.abandon(f"{type(err).__name__}: {one_line(err)}", created)
             raise
 
+    return task
+
+
+def _run_single(command: str, job: Job, run_dir: RunDir, created: list[Path], debug: bool) -> int:
+    """One run, as hydra.main would run it (run directory, .hydra/ records, job logging, callbacks), from the
+    configuration already composed and validated: composed once, validated once, in the directory just claimed."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import run_job
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import open_dict
+
+    config = job.full
+    with open_dict(config.hydra):
+        config.hydra.run.dir = omegaconf_literal(run_dir.path)
+        config.hydra.mode = RunMode.RUN
+    callbacks = Callbacks(config)
+    callbacks.on_run_start(config=config, config_name=config.hydra.job.config_name)
+    result = run_job(task_function=make_task(command, created, debug), config=config, job_dir_key="hydra.run.dir",
+                     job_subdir_key=None, hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
+    callbacks.on_run_end(config=config, config_name=config.hydra.job.config_name, job_return=result)
+    _ = result.return_value  # re-raises what the task raised
+    return 0
+
+
+def _hydra_main(command: str, args: list[str], source, created: list[Path], debug: bool) -> int:
+    """Sweeps (-m, any launcher) and Hydra's informational flags (--cfg, --info, --help) through hydra.main."""
+    import hydra
+    from hydra.errors import ConfigCompositionException
+
     config_path, config_name, extra = source.hydra_main_args()
     sys.argv = [f"sanity {command}"] + extra + args
-    entry = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(task)
+    entry = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(
+        make_task(command, created, debug))
     try:
         entry()
     except (ValueError, ConfigCompositionException) as err:  # Hydra's own usage errors, e.g. -m with --cfg

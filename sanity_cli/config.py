@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import methods, randomize
+from . import architectures, methods, randomize
 from .methods.engine import OUTPUTS
 from .methods.integrated_gradients import RULES
 from .errors import SanityError
@@ -65,7 +65,6 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
                               f"from configs/method/")
         kind = params.pop("kind")
         spec = methods.get(kind)
-        methods.check_params(key, spec, params)
         for count in ("samples", "steps"):
             if count in params:
                 _positive_int(params[count], f"method.{key}.{count}")
@@ -76,13 +75,7 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
         sigma = params.get("sigma", 1.0)
         if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) and sigma > 0):
             raise SanityError(f"method.{key}.sigma must be > 0, got {params['sigma']!r}")
-        if "base" in params:
-            base = methods.REGISTRY.get(params["base"])
-            if base is None or not base.gradient_based:
-                valid = ", ".join(sorted(k for k, s in methods.REGISTRY.items() if s.gradient_based))
-                raise SanityError(f"method.{key}.base '{params['base']}' is not a gradient-based method; "
-                                  f"choose from {valid}")
-            methods.check_params(f"{key}.base_params ({params['base']})", base, params.get("base_params") or {})
+        methods.resolve_params(key, spec, params, architectures.get(cfg.model.name).input_range)  # checks
         name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
         if name in [run.name for run in runs]:
             raise SanityError(f"method '{key}' produces '{name}' twice; drop one of them from method=[...]")
@@ -152,14 +145,13 @@ def validate(cfg: DictConfig) -> None:
 
 
 def validate_model_and_data(cfg: DictConfig) -> None:
-    """Photos go with Inception, digits with the MNIST models; data sources and sizes are known values."""
-    photos, inception = cfg.data.name == "images", cfg.model.name == "inception"
-    if photos != inception:
-        fix = "data=images" if inception else "data=mnist or data=fashion_mnist"
-        raise SanityError(f"model={cfg.model.name} cannot explain data={cfg.data.name}; use {fix}")
-    if photos:
-        if cfg.data.size != 299:
-            raise SanityError(f"data.size must be 299 for InceptionV3, got {cfg.data.size!r}")
+    """The model is a known architecture that explains this data (photos go with Inception, digits with the
+    MNIST models); data sources and sizes are known values."""
+    arch = architectures.get(cfg.model.name)
+    arch.check_data(cfg.data.name)
+    if arch.data == "photos":
+        if cfg.data.size != arch.image_size:
+            raise SanityError(f"data.size must be {arch.image_size} for model={arch.name}, got {cfg.data.size!r}")
         if cfg.data.max_images is not None:
             _positive_int(cfg.data.max_images, "data.max_images")
     elif cfg.data.source not in DATA_SOURCES:
@@ -329,11 +321,13 @@ def yaml_error(err: BaseException) -> str | None:
 
 @dataclass
 class Job:
-    """One composed and validated job: its config (what the pipeline sees) and where Hydra will write it: the
-    run and sweep directories resolved once (so `${now:...}` is the same instant for the checks and for Hydra),
-    `~` expanded, absolute with `..` and links resolved. `timestamped`: the run directory's pattern is made new by the clock."""
+    """One composed and validated job: its config (what the pipeline sees), the whole composition with its
+    `hydra` node (what Hydra runs), and where Hydra will write: the run and sweep directories resolved once (so
+    `${now:...}` is the same instant for the checks and for Hydra), `~` expanded, absolute with `..` and links
+    resolved. `timestamped`: the run directory's pattern is made new by the clock."""
 
     cfg: DictConfig
+    full: DictConfig
     run_dir: Path
     sweep_dir: Path
     timestamped: bool
@@ -361,7 +355,7 @@ def compose_jobs(overrides: list[str], multirun: bool, source: ConfigSource = Co
             if check:
                 validate(cfg)
             pattern = str(OmegaConf.to_container(hydra.run, resolve=False)["dir"])
-            jobs.append(Job(cfg, output_dir(hydra, "run"), output_dir(hydra, "sweep"), "${now:" in pattern))
+            jobs.append(Job(cfg, full, output_dir(hydra, "run"), output_dir(hydra, "sweep"), "${now:" in pattern))
     except SanityError:
         raise
     except Exception as err:  # Hydra / OmegaConf / YAML composition errors

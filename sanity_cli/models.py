@@ -22,7 +22,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .errors import SanityError
 from .randomize import Block
 
 ARCHITECTURE_VERSION = 2  # 2: the released code's initializers; bump when an architecture changes: it is part of the model-cache key
@@ -63,24 +62,6 @@ def mnist_mlp(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     return keras.Model(inputs, outputs, name="mnist_mlp")
 
 
-ARCHITECTURES = {"mnist_cnn": mnist_cnn, "mnist_mlp": mnist_mlp}
-
-
-def build(name: str) -> keras.Model:
-    if name not in ARCHITECTURES:
-        raise SanityError(f"unknown model '{name}'; choose from {', '.join(sorted(ARCHITECTURES))} (model=NAME)")
-    return ARCHITECTURES[name]()
-
-
 def layer_blocks(model: keras.Model) -> list[Block]:
     """Default blocks: every layer that owns variables is its own block, output layer first."""
     return [Block(layer.name, (layer.name,)) for layer in reversed(model.layers) if layer.weights]
-
-
-def randomization_blocks(model: keras.Model) -> list[Block]:
-    """The model's ordered randomization blocks, from the logits down (Inception v3: the paper's 17 blocks)."""
-    if model.name == "inception_v3":
-        from . import inception
-
-        return inception.blocks(model)
-    return layer_blocks(model)

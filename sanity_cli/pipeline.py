@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import config as config_checks
 from . import data as data_sources
-from . import methods, metrics, models, randomize, report, training
+from . import architectures, methods, metrics, randomize, report, training
 from .checks import SelfChecks, finite_rows
 from .errors import SanityError
 from .io import atomic_path, write_json
@@ -80,52 +80,35 @@ def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np
 # ---------------------------------------------------------------- model
 
 def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
-    if cfg.model.name == "inception":
-        from . import inception
-
+    """The trained (or permuted-label) model: pretrained weights, or from the model cache / training."""
+    arch = architectures.get(cfg.model.name)
+    arch.check_data(dataset.name)
+    if not arch.trained_by_sanity:
         if labels != "true":
-            raise SanityError("the data randomization test needs a model sanity trains itself; "
-                              "use model=mnist_cnn or model=mnist_mlp with test=data")
-        if dataset.name != "images":
-            raise SanityError(f"model=inception explains photos, not {dataset.name}; use data=images")
-        model = inception.build(cfg.model.weights)
-        log(f"model: InceptionV3 with weights={cfg.model.weights}")
-        return training.TrainedModel(model, f"inception_v3-{cfg.model.weights}", "true",
+            raise SanityError(f"the data randomization test needs a model sanity trains itself; model={arch.name} "
+                              f"comes pretrained (use model=mnist_cnn or model=mnist_mlp with test=data)")
+        model = arch.build(weights=cfg.model.weights)
+        log(f"model: {arch.name} with weights={cfg.model.weights}")
+        return training.TrainedModel(model, f"{model.name}-{cfg.model.weights}", "true",
                                      {"weights": str(cfg.model.weights), "cache": "keras"})
-    if dataset.name == "images":
-        raise SanityError(f"data=images holds photos for model=inception, not for {cfg.model.name}")
     return training.load_or_train(cfg.model.name, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
                                   cache_dir=cfg.cache_dir, log=log)
 
 
 # ---------------------------------------------------------------- explain
 
-def to_model_space(images: np.ndarray, input_range) -> np.ndarray:
-    """Images in [0, 1] -> the model's input range (MNIST models: [0, 1]; Inception: [-1, 1])."""
-    low, high = (float(v) for v in input_range)
-    return (low + (high - low) * images).astype(np.float32)
-
-
-def _black_baseline(params: dict, black: float) -> None:
-    """IG's 'black' baseline is the model's value for a black pixel (its lower input bound)."""
-    if params.get("baseline") == "black":
-        params["baseline"] = black
-    if isinstance(params.get("base_params"), dict):
-        _black_baseline(params["base_params"], black)
-
-
 def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
     """The configured methods, with GradCAM's layer filled from the model config; GradCAM-family methods
     are skipped (with a log line) on a model that has no conv layer."""
     runs = []
+    layer = cfg.model.get("gradcam_layer") or architectures.get(cfg.model.name).gradcam_layer
     for run in config_checks.method_runs(cfg):
-        _black_baseline(run.params, float(cfg.model.input_range[0]))
         spec = methods.get(run.kind)
         if spec.needs_conv_layer and not run.params.get("layer"):
-            if not cfg.model.get("gradcam_layer"):
+            if not layer:
                 log(f"method: {run.name} skipped: {cfg.model.name} has no conv layer")
                 continue
-            run.params["layer"] = cfg.model.gradcam_layer
+            run.params["layer"] = layer
         runs.append(run)
     return runs
 
@@ -135,7 +118,8 @@ def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repea
     for run in tqdm(runs, desc="  methods", leave=False, disable=None):
         seed = [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed
         maps[run.name] = methods.explain(model, images, targets, run.kind, run.params,
-                                         batch_size=cfg.batch_size, seed=seed, name=run.name)
+                                         batch_size=cfg.batch_size, seed=seed, name=run.name,
+                                         input_range=architectures.get(cfg.model.name).input_range)
     return maps
 
 
@@ -159,7 +143,7 @@ def stage_targets(cfg: DictConfig, targets: np.ndarray, logits: np.ndarray) -> n
 
 # ---------------------------------------------------------------- randomize
 
-def plan_stages(test: str, blocks: list[models.Block]) -> list[Stage]:
+def plan_stages(test: str, blocks: list[randomize.Block]) -> list[Stage]:
     """cascading: stage k randomizes blocks 1..k (one more block per stage, from the logits down);
     independent: stage k randomizes block k alone."""
     stages = [Stage(0, "trained")]
@@ -168,7 +152,7 @@ def plan_stages(test: str, blocks: list[models.Block]) -> list[Stage]:
     return stages
 
 
-def randomize_stage(model, stage: Stage, blocks: list[models.Block], trained_weights, cfg: DictConfig,
+def randomize_stage(model, stage: Stage, blocks: list[randomize.Block], trained_weights, cfg: DictConfig,
                     repeat: int) -> None:
     if stage.restore_first:
         randomize.restore(model, trained_weights)
@@ -288,7 +272,7 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
     After each stage the logits on the explained images are checked to have changed."""
     model = trained.model
     engine = methods.engine.engine_for(model)
-    blocks = models.randomization_blocks(model)
+    blocks = architectures.get(cfg.model.name).blocks(model)
     stages = plan_stages(cfg.test.name, blocks)
     trained_weights = randomize.snapshot(model)
     trained_logits = engine.predict_logits(images, batch_size=cfg.batch_size)
@@ -390,10 +374,12 @@ def report_finished(run_dir: RunDir) -> Path:
     return run_dir.path
 
 
-def run(cfg: DictConfig, run_dir: Path) -> Path:
-    """`sanity run`: one randomization test, all outputs written to run_dir."""
+def run(cfg: DictConfig, run_dir: Path, validated: bool = False) -> Path:
+    """`sanity run`: one randomization test, all outputs written to run_dir (`validated`: the caller already ran
+    config.validate on this cfg, as the CLI does before anything starts)."""
     timer, started = Timer(), time.time()
-    config_checks.validate(cfg)
+    if not validated:
+        config_checks.validate(cfg)
     directory = RunDir(run_dir)
     if directory.check_claim(config_fingerprint(cfg), resume=cfg.resume):
         return report_finished(directory)
@@ -406,7 +392,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
             dataset = load_data(cfg)
             image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
             shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
-            images = to_model_space(shown, cfg.model.input_range)
+            images = architectures.get(cfg.model.name).to_model_space(shown)
         with timer.phase("model"):
             trained = load_model(cfg, dataset, "true")
             permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
@@ -452,12 +438,14 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     return run_dir
 
 
-def train(cfg: DictConfig, run_dir: Path) -> training.TrainedModel:
+def train(cfg: DictConfig, run_dir: Path, validated: bool = False) -> training.TrainedModel:
     """`sanity train`: train (or load from the cache) one model and report its accuracies."""
     started = time.time()
-    config_checks.validate(cfg)
-    if cfg.model.name == "inception":
-        raise SanityError("sanity train trains the MNIST models; InceptionV3 comes pretrained (model.weights=...)")
+    if not validated:
+        config_checks.validate(cfg)
+    if not architectures.get(cfg.model.name).trained_by_sanity:
+        raise SanityError(f"sanity train trains the MNIST models; model={cfg.model.name} comes pretrained "
+                          f"(model.weights=...)")
     directory = RunDir(run_dir)
     directory.check_claim(config_fingerprint(cfg))
     directory.ensure_writable()

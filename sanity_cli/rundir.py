@@ -43,6 +43,11 @@ def hydra_quoted(path: Path | str) -> str:
     return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
+def omegaconf_literal(path: Path | str) -> str:
+    """`path` as an OmegaConf string value that reads back as exactly `path` (`${` is not an interpolation)."""
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", str(path))
+
+
 class RunDir:
     """One run directory (see the module docstring)."""
 

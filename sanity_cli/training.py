@@ -200,7 +200,7 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     """
     import keras
 
-    from . import models
+    from . import architectures
 
     labels = normalize_labels_mode(labels)
     x, y = training_arrays(dataset, labels, seed, settings)
@@ -211,7 +211,7 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     state = checkpoint.load(steps_per_epoch, log) if checkpoint else None
     if state is None:
         keras.utils.set_random_seed(seed)
-        model = models.build(arch)
+        model = architectures.get(arch).build()
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         history: list[dict] = []

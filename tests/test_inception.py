@@ -11,7 +11,7 @@ import pytest
 
 from sanity_cli import inception, methods, photos, randomize
 from sanity_cli.errors import SanityError
-from sanity_cli.models import randomization_blocks
+from sanity_cli.inception import blocks as randomization_blocks
 
 from conftest import run_dirs
 

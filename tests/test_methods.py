@@ -147,6 +147,25 @@ def test_integrated_gradients_constant_baseline(linear, linear_images):
     _close(got, want, atol=1e-5)
 
 
+def test_black_baseline_is_the_models_black_pixel_wherever_a_method_is_called(linear, linear_images):
+    """baseline 'black' is the low end of the model's input range (-1 for Inception's [-1, 1]), also inside a
+    noise tunnel; without the range it is an error, never a silent zero baseline."""
+    model, _, _ = linear
+    images, targets = linear_images
+    black = explain(model, images, targets, "integrated_gradients", {"baseline": "black", "steps": 4},
+                            input_range=(-1.0, 1.0))
+    minus_one = explain(model, images, targets, "integrated_gradients", {"baseline": -1.0, "steps": 4})
+    zeros = explain(model, images, targets, "integrated_gradients", {"baseline": "zeros", "steps": 4})
+    np.testing.assert_array_equal(black, minus_one)
+    assert not np.allclose(black, zeros)
+    tunnel = {"base": "integrated_gradients", "samples": 2, "base_params": {"baseline": "black", "steps": 4}}
+    np.testing.assert_array_equal(
+        explain(model, images, targets, "smoothgrad", tunnel, input_range=(-1.0, 1.0)),
+        explain(model, images, targets, "smoothgrad", dict(tunnel, base_params={"baseline": -1.0, "steps": 4})))
+    assert "input_range" in _error(model, images, targets, "integrated_gradients", {"baseline": "black"})
+    assert "input_range" in _error(model, images, targets, "smoothgrad", tunnel)
+
+
 def test_smoothgrad_of_linear_model_is_weights_and_vargrad_is_zero(linear, linear_images):
     model, w, _ = linear
     images, targets = linear_images

@@ -75,7 +75,7 @@ def _indices(model: keras.Model, variables) -> set[int]:
 @pytest.mark.parametrize("block_name", ["logits", "fc1", "conv2", "conv1"])
 def test_randomize_block_changes_exactly_that_blocks_variables(trained_cnn, block_name):
     model = trained_cnn
-    block = next(b for b in models.randomization_blocks(model) if b.name == block_name)
+    block = next(b for b in models.layer_blocks(model) if b.name == block_name)
     before = snapshot(model)
     count = randomize_block(model, block, seed=7)
     after = snapshot(model)
@@ -99,7 +99,7 @@ def test_block_variables_lists_trainable_variables_of_the_blocks_layers(trained_
 def test_cascading_randomization_then_restore_is_exact(trained_cnn):
     model = trained_cnn
     saved = snapshot(model)
-    for index, block in enumerate(models.randomization_blocks(model)):
+    for index, block in enumerate(models.layer_blocks(model)):
         randomize_block(model, block, seed=derive_seed(0, 0, index))
     randomized = snapshot(model)
     assert _changed(saved, randomized) == set(range(len(model.variables)))
@@ -112,7 +112,7 @@ def test_snapshot_is_a_copy(trained_cnn):
     model = trained_cnn
     saved = snapshot(model)
     reference = [a.copy() for a in saved]
-    randomize_block(model, models.randomization_blocks(model)[0], seed=1)
+    randomize_block(model, models.layer_blocks(model)[0], seed=1)
     for a, b in zip(saved, reference, strict=True):
         assert np.array_equal(a, b)
 
@@ -279,7 +279,7 @@ def test_a_model_loaded_from_the_cache_randomizes_like_the_original(tmp_path):
     path = tmp_path / "model.keras"
     original.save(path)
     loaded = keras.models.load_model(path, compile=False)
-    for index, block in enumerate(models.randomization_blocks(original)):
+    for index, block in enumerate(models.layer_blocks(original)):
         randomize_block(original, block, seed=derive_seed(1, index))
         randomize_block(loaded, block, seed=derive_seed(1, index))
     for a, b in zip(original.variables, loaded.variables, strict=True):
@@ -355,7 +355,7 @@ def test_randomization_is_in_place_and_does_not_retrace(trained_cnn):
     x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
     targets = np.array([0, 1, 2, 3])
     g_before = engine.gradients(x, targets)
-    for index, block in enumerate(models.randomization_blocks(model)):
+    for index, block in enumerate(models.layer_blocks(model)):
         randomize_block(model, block, seed=derive_seed(5, index))
     g_after = engine.gradients(x, targets)
     assert all(a is b for a, b in zip(variables_before, model.variables, strict=True))

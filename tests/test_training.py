@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from sanity_cli import models, training
+from sanity_cli import architectures, models, training
 from sanity_cli.data import Dataset, fingerprint, load_dataset
 from sanity_cli.errors import SanityError
 from sanity_cli.training import (TrainSettings, cache_key, load_or_train, normalize_labels_mode, train,
@@ -86,7 +86,7 @@ def test_cnn_architecture():
         assert tuple(model.get_layer(name).pool_size) == (2, 2)
     assert model.get_layer("logits").activation is keras.activations.linear
     assert model.count_params() == (5 * 5 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (3136 * 1024 + 1024) + (1024 * 10 + 10)
-    assert models.build("mnist_cnn").name == "mnist_cnn"
+    assert architectures.get("mnist_cnn").build().name == "mnist_cnn"
 
 
 def test_mlp_architecture():
@@ -98,13 +98,13 @@ def test_mlp_architecture():
     for name in ("fc1", "fc2", "fc3"):
         assert model.get_layer(name).activation is keras.activations.relu, name
     assert model.get_layer("logits").activation is keras.activations.linear
-    assert models.build("mnist_mlp").name == "mnist_mlp"
+    assert architectures.get("mnist_mlp").build().name == "mnist_mlp"
 
 
 @pytest.mark.parametrize("arch", ["mnist_cnn", "mnist_mlp"])
 def test_models_output_logits_not_probabilities(arch, small):
     keras.utils.set_random_seed(0)
-    model = models.build(arch)
+    model = architectures.get(arch).build()
     out = model.predict(small.x_test[:32], verbose=0)
     assert out.shape == (32, 10)
     assert np.all(np.isfinite(out))
@@ -114,11 +114,11 @@ def test_models_output_logits_not_probabilities(arch, small):
 
 def test_randomization_blocks_order_logits_first():
     cnn, mlp = models.mnist_cnn(), models.mnist_mlp()
-    cnn_blocks = models.randomization_blocks(cnn)
+    cnn_blocks = models.layer_blocks(cnn)
     assert [b.name for b in cnn_blocks] == ["logits", "fc1", "conv2", "conv1"]
     assert [b.layers for b in cnn_blocks] == [("logits",), ("fc1",), ("conv2",), ("conv1",)]
-    assert [b.name for b in models.randomization_blocks(mlp)] == ["logits", "fc3", "fc2", "fc1"]
-    for model, blocks in ((cnn, cnn_blocks), (mlp, models.randomization_blocks(mlp))):
+    assert [b.name for b in models.layer_blocks(mlp)] == ["logits", "fc3", "fc2", "fc1"]
+    for model, blocks in ((cnn, cnn_blocks), (mlp, models.layer_blocks(mlp))):
         covered = {name for block in blocks for name in block.layers}
         assert covered == {layer.name for layer in model.layers if layer.weights}
 
@@ -154,7 +154,7 @@ def test_mlp_initializers_are_the_released_codes():
 
 def test_build_unknown_architecture():
     with pytest.raises(SanityError, match="unknown model 'resnet'"):
-        models.build("resnet")
+        architectures.get("resnet").build()
 
 
 # ---------------------------------------------------------------------------------------------

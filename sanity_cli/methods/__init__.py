@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..errors import SanityError
@@ -16,12 +18,36 @@ def check_params(name: str, spec: MethodSpec, params: dict) -> None:
                           f"valid: {', '.join(spec.parameters()) or 'none'}")
 
 
+def resolve_params(name: str, spec: MethodSpec, params: dict, input_range) -> dict:
+    """The method's parameters as its function takes them: `baseline: black` becomes the model's value for a black
+    pixel (the low end of input_range: 0 for the MNIST models, -1 for Inception), and a noise tunnel's `base` name
+    becomes the composed base method (its MethodSpec), both checked."""
+    check_params(name, spec, params)
+    params = dict(params)
+    if params.get("baseline") == "black":
+        if input_range is None:
+            raise SanityError(f"method '{name}': baseline 'black' is the model's input for a black pixel; pass "
+                              f"input_range=(low, high) (e.g. (0, 1), or (-1, 1) for Inception), or a number")
+        params["baseline"] = float(input_range[0])
+    if "base" in spec.parameters():  # a noise tunnel over a base method
+        base = params.get("base", inspect.signature(spec.fn).parameters["base"].default)
+        base = base if isinstance(base, MethodSpec) else get(base)
+        if not base.gradient_based:
+            valid = ", ".join(sorted(k for k, s in REGISTRY.items() if s.gradient_based))
+            raise SanityError(f"method '{name}': base '{base.kind}' is not a gradient-based method; choose from "
+                              f"{valid}")
+        params["base"] = base
+        params["base_params"] = resolve_params(f"{name}.base_params ({base.kind})", base,
+                                               params.get("base_params") or {}, input_range)
+    return params
+
+
 def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: dict | None = None,
-            batch_size: int = 256, seed=0, name: str | None = None) -> np.ndarray:
-    """Attribution maps (N,H,W,C) float32 of `images` for `targets` with the registered method `kind`."""
+            batch_size: int = 256, seed=0, name: str | None = None, input_range=None) -> np.ndarray:
+    """Attribution maps (N,H,W,C) float32 of `images` for `targets` with the registered method `kind`.
+    `input_range`: the model's input for a black and a white pixel, needed by `baseline: black`."""
     spec = get(kind)
-    params = dict(params or {})
-    check_params(name or kind, spec, params)
+    params = resolve_params(name or kind, spec, dict(params or {}), input_range)
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int32)
     if images.ndim != 4:

@@ -38,13 +38,14 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
 
 
 def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
-    """'zeros' or a constant number (the pipeline turns 'black' into the model's black-pixel value)."""
-    if baseline in ("zeros", "black", None):
+    """'zeros' or a constant number (methods.explain turns 'black' into the model's black-pixel value)."""
+    if baseline in ("zeros", None):
         return np.zeros_like(images[:1])
     try:
         return np.full_like(images[:1], float(baseline))
     except (TypeError, ValueError):
-        raise SanityError(f"integrated_gradients: baseline must be 'zeros' or a number, got '{baseline}'") from None
+        raise SanityError(f"integrated_gradients: baseline must be 'zeros', 'black' (with the model's input range) "
+                          f"or a number, got '{baseline}'") from None
 
 
 @register("integrated_gradients", gradient_based=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import SanityError
 from .engine import accumulate_over_points
-from .registry import REGISTRY, register
+from .registry import MethodSpec, register
 
 
 def _noisy_inputs(images: np.ndarray, samples: int, sigma: float, seed):
@@ -38,21 +38,16 @@ def _noisy_inputs(images: np.ndarray, samples: int, sigma: float, seed):
     return make_points
 
 
-def _noise_moments(model, images, targets, base, samples, sigma, base_params, batch_size, seed, second_moment):
-    spec = REGISTRY.get(base)
-    if spec is None or not spec.gradient_based:
-        valid = ", ".join(sorted(k for k, s in REGISTRY.items() if s.gradient_based))
-        raise SanityError(f"smoothgrad/vargrad: base '{base}' is not a gradient-based method; choose from {valid}")
+def _noise_moments(model, images, targets, base: MethodSpec, samples, sigma, base_params, batch_size, seed,
+                   second_moment):
+    """The first (and second) moment of the base method's maps over noisy copies of each image. `base` is the
+    composed base method (methods.explain resolves a config name and checks base_params)."""
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets)
     params = dict(base_params or {})
-    unknown = sorted(set(params) - set(spec.parameters()))
-    if unknown:
-        raise SanityError(f"smoothgrad/vargrad: base '{base}' has no parameter {', '.join(unknown)}; "
-                          f"valid base_params: {', '.join(spec.parameters()) or 'none'}")
 
     def grad_fn(points, image_idx):
-        return spec.fn(model, points, targets[image_idx], batch_size=batch_size, **params)
+        return base.fn(model, points, targets[image_idx], batch_size=batch_size, **params)
 
     make_points = _noisy_inputs(images, samples, sigma, seed)
     return accumulate_over_points(grad_fn, make_points, len(images), samples, batch_size,
@@ -60,7 +55,7 @@ def _noise_moments(model, images, targets, base, samples, sigma, base_params, ba
 
 
 @register("smoothgrad")
-def smoothgrad(model, images, targets, *, base: str = "gradient", samples: int = 50, sigma: float = 0.15,
+def smoothgrad(model, images, targets, *, base: MethodSpec | str = "gradient", samples: int = 50, sigma: float = 0.15,
                base_params: dict | None = None, batch_size: int = 256, seed=0) -> np.ndarray:
     """SG(x) = 1/n sum_i E(x + eps_i)."""
     mean, _ = _noise_moments(model, images, targets, base, samples, sigma, base_params, batch_size, seed, False)
@@ -68,7 +63,7 @@ def smoothgrad(model, images, targets, *, base: str = "gradient", samples: int =
 
 
 @register("vargrad")
-def vargrad(model, images, targets, *, base: str = "gradient", samples: int = 25, sigma: float = 0.15,
+def vargrad(model, images, targets, *, base: MethodSpec | str = "gradient", samples: int = 25, sigma: float = 0.15,
             base_params: dict | None = None, batch_size: int = 256, seed=0) -> np.ndarray:
     """VG(x) = 1/n sum_i E(x + eps_i)^2 - SG(x)^2 (variance over the noisy copies)."""
     mean, second = _noise_moments(model, images, targets, base, samples, sigma, base_params, batch_size, seed, True)
