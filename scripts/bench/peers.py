@@ -1,0 +1,255 @@
+"""Ours and the peers on the same settings: sanity's explain call, PAIR `saliency` (SmoothGrad, IG), Quantus'
+MPRT with gradient / SmoothGrad explainers, and the per-pair scipy / scikit-image metric loop."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+
+from .measure import CheckFailed, grad_function
+
+SIGMA = 0.15
+
+
+def importable(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except Exception:  # noqa: BLE001 (a broken peer install counts as absent)
+        return False
+
+
+def version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --------------------------------------------------------------------------- ours
+
+def ours_explain(model, images, targets, kind: str, params: dict, batch: int) -> np.ndarray:
+    from sanity_cli import methods
+
+    return methods.explain(model, images, targets, kind, params, batch_size=batch, seed=0)
+
+
+def smoothgrad_params(samples: int) -> dict:
+    return {"base": "gradient", "samples": samples, "sigma": SIGMA, "base_params": {}}
+
+
+def ig_params(steps: int, black: float, rule: str = "midpoint") -> dict:
+    return {"steps": steps, "baseline": black, "rule": rule, "output": "logit"}
+
+
+# --------------------------------------------------------------------------- PAIR saliency
+
+def pair_call_model_function(model, compiled: bool):
+    """PAIR's call_model_function contract: (x_batch, call_model_args, expected_keys) -> {INPUT_OUTPUT_GRADIENTS}.
+    compiled=False is the eager GradientTape of PAIR's own TF2 examples; compiled=True routes it through one
+    traced tf.function (the most favourable setting for the peer)."""
+    import tensorflow as tf
+    from saliency.core.base import INPUT_OUTPUT_GRADIENTS
+
+    grad = grad_function(model) if compiled else None
+
+    def call_model_function(x_batch, call_model_args=None, expected_keys=None):
+        target = int(call_model_args["target"])
+        x = tf.convert_to_tensor(np.asarray(x_batch, np.float32))
+        if compiled:
+            g = grad(x, tf.fill([len(x_batch)], target))
+        else:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                score = model(x)[:, target]
+            g = tape.gradient(score, x)
+        return {INPUT_OUTPUT_GRADIENTS: g.numpy()}
+
+    return call_model_function
+
+
+def pair_smoothgrad(images, targets, cmf, samples: int, same_noise_seed=None) -> np.ndarray:
+    """PAIR GradientSaliency.GetSmoothedMask per image (its only mode: one batch-1 call per sample), plain mean
+    (magnitude=False, i.e. SmoothGrad of the gradient as in the paper). With same_noise_seed, numpy.random.normal
+    is fed from sanity's per-image noise stream so both see identical noisy inputs."""
+    import saliency.core as saliency
+
+    method = saliency.GradientSaliency()
+    out = []
+    for i, (x, t) in enumerate(zip(images, targets)):
+        kwargs = dict(stdev_spread=SIGMA, nsamples=samples, magnitude=False)
+        if same_noise_seed is None:
+            out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
+            continue
+        stream = np.random.default_rng(list(np.atleast_1d(same_noise_seed).astype(int)) + [i])
+
+        def normal(loc=0.0, scale=1.0, size=None, _stream=stream):  # sanity's noise, rounded as sanity rounds it
+            return (loc + scale * _stream.standard_normal(size)).astype(np.float32)
+
+        with mock.patch("numpy.random.normal", normal):
+            out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
+    return np.stack(out).astype(np.float32)
+
+
+def pair_ig(images, targets, cmf, steps: int, black: float, batch_size: int = 1) -> np.ndarray:
+    """PAIR IntegratedGradients.GetMask per image: x_steps points linspace(0, 1, steps), equal weights 1/steps,
+    batch_size=1 by default (its batching option: up to batch_size path points per call)."""
+    import saliency.core as saliency
+
+    method = saliency.IntegratedGradients()
+    return np.stack([method.GetMask(x, cmf, {"target": int(t)}, x_baseline=np.full_like(x, black),
+                                    x_steps=steps, batch_size=batch_size)
+                     for x, t in zip(images, targets)]).astype(np.float32)
+
+
+def pair_ig_from_ours(model, images, targets, steps: int, black: float, batch: int) -> np.ndarray:
+    """PAIR's IG rebuilt exactly from sanity's trapezoid IG (same points a_k = k/(S-1)):
+    PAIR = d/S sum_k g_k, trapezoid T = d/(S-1) (sum_k g_k - (g_0 + g_{S-1})/2)
+    => PAIR = (S-1)/S T + d (g_0 + g_{S-1}) / (2S), with g_0 at the baseline and g_{S-1} at the image."""
+    trap = ours_explain(model, images, targets, "integrated_gradients", ig_params(steps, black, "trapezoid"), batch)
+    baseline = np.full_like(images, black)
+    g_end = ours_explain(model, images, targets, "gradient", {}, batch)
+    g_base = ours_explain(model, baseline, targets, "gradient", {}, batch)
+    delta = images - baseline
+    return ((steps - 1) / steps * trap + delta * (g_base + g_end) / (2 * steps)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- Quantus MPRT
+
+def quantus_gradient(model, inputs, targets, **kwargs):
+    """Quantus explain_func: d logit_target / d x in an eager GradientTape. Quantus hands channel-first inputs to
+    explain_func for its randomized copies (the original model gets them in the model's layout): accept both and
+    answer in the layout received."""
+    import tensorflow as tf
+
+    inputs = np.asarray(inputs, np.float32)
+    moved = inputs.shape[1:] != tuple(model.input_shape[1:])
+    x = tf.convert_to_tensor(np.moveaxis(inputs, 1, -1) if moved else inputs)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = tf.gather(model(x, training=False), np.asarray(targets, np.int32), axis=1, batch_dims=1)
+    grads = tape.gradient(score, x).numpy()
+    return np.moveaxis(grads, -1, 1) if moved else grads
+
+
+def quantus_smoothgrad(samples: int, rng: np.random.Generator):
+    """Quantus explain_func: SmoothGrad of quantus_gradient, noise sigma = SIGMA x each input's value span, drawn
+    from rng (one stream across all calls)."""
+
+    def explain(model, inputs, targets, **kwargs):
+        inputs = np.asarray(inputs, np.float32)
+        span = (inputs.reshape(len(inputs), -1).max(1) - inputs.reshape(len(inputs), -1).min(1))
+        scale = (SIGMA * span).reshape(-1, 1, 1, 1)
+        total = 0.0
+        for _ in range(samples):
+            noisy = inputs + (scale * rng.standard_normal(inputs.shape)).astype(np.float32)
+            total = total + quantus_gradient(model, noisy, targets)
+        return total / samples
+
+    return explain
+
+
+def quantus_mprt(model, x, y, explain_func) -> dict:
+    """Quantus' cascading MPRT (top-down): {layer name: Spearman per image}."""
+    import quantus
+
+    metric = quantus.MPRT(layer_order="top_down", seed=42, abs=True, normalise=True,
+                          disable_warnings=True, display_progressbar=False)
+    return metric(model=model, x_batch=x, y_batch=y, a_batch=None, channel_first=False,
+                  explain_func=explain_func, explain_func_kwargs={}, batch_size=64)
+
+
+def check_quantus(model, x, y, q_scores, log) -> list[str]:
+    """Recompute Quantus' per-layer scores on the very model states its generator yields (same seeds) with
+    sanity's engine and rank correlation; also report whether those states keep the trained weights of the
+    layers not yet randomized (cascading MPRT requires it)."""
+    import keras
+    from quantus.helpers.model.tf_model import TensorFlowModel
+    from sanity_cli import metrics
+
+    wrapped = TensorFlowModel(model=model, channel_first=False, softmax=False, model_predict_kwargs={})
+    reference = ours_explain(model, x, y, "gradient", {}, 256)
+    worst, layers, finding = 0.0, 0, ""
+    keras.utils.set_random_seed(1234)
+    for layer_name, random_model in wrapped.get_random_layer_generator(order="top_down", seed=42):
+        if layers == 0:
+            kept = [np.array_equal(a.numpy(), b.numpy()) for layer in model.layers if layer.name != layer_name
+                    for a, b in zip(layer.weights, random_model.get_layer(layer.name).weights)
+                    if len(a.shape) > 1]
+            if not all(kept):
+                finding = (f"PEER DEFECT (reported, not fatal): quantus {version('quantus')} MPRT on a Keras "
+                           f"model randomizes a clone_model() copy that does not carry the trained weights: at "
+                           f"its first stage ('{layer_name}' permuted) {kept.count(False)} of {len(kept)} kernels "
+                           f"of the other layers are freshly initialized, so every Quantus stage explains an "
+                           f"essentially random model (sanity restores and re-initializes the trained weights "
+                           f"block by block). Timing is unaffected.")
+        maps = ours_explain(random_model, x, y, "gradient", {}, 256)
+        ours, _ = metrics._spearman(np.abs(reference).sum(-1), np.abs(maps).sum(-1))  # noqa: SLF001
+        theirs = np.asarray(q_scores[layer_name], np.float64)
+        if ours.shape != theirs.shape:
+            raise CheckFailed(f"quantus MPRT layer {layer_name}: {theirs.shape} scores vs ours {ours.shape}")
+        worst = max(worst, float(np.nanmax(np.abs(ours - theirs))))
+        layers += 1
+    line = (f"quantus MPRT Spearman per image and layer ({layers} layers x {len(x)} images) vs sanity engine "
+            f"gradients + metrics rank correlation on the same randomized models: max diff {worst:.2e} (<= 1e-3)")
+    if not worst <= 1e-3:
+        raise CheckFailed(line)
+    log(f"check ok  {line}")
+    if finding:
+        log(finding)
+    return [line] + ([finding] if finding else [])
+
+
+# --------------------------------------------------------------------------- the per-pair metric loop
+
+def per_pair_metrics(a: np.ndarray, b: np.ndarray, which=None) -> dict[str, np.ndarray]:
+    """What a user writes without sanity: for each map pair, normalise (the paper's visualisation functions),
+    then scipy.stats.spearmanr, skimage.metrics.structural_similarity, skimage.feature.hog + scipy.stats.pearsonr."""
+    from scipy import stats
+    from skimage.feature import hog
+    from skimage.metrics import structural_similarity
+
+    which = which or ["spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman"]
+
+    def absolute(m):
+        m = np.abs(m).sum(-1)
+        vmax, vmin = np.percentile(m, 99), m.min()
+        return np.clip((m - vmin) / (vmax - vmin), 0, 1) if vmax > vmin else np.zeros_like(m)
+
+    def diverging(m):
+        m = m.sum(-1)
+        span = np.percentile(np.abs(m), 99)
+        return np.clip(m / span, -1, 1) if span > 0 else np.zeros_like(m)
+
+    def spearman(x, y):
+        if x.std() == 0 or y.std() == 0:
+            return np.nan
+        return stats.spearmanr(x.ravel(), y.ravel())[0]
+
+    def hog_pearson(x, y):
+        fx, fy = (hog(z, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2)) for z in (x, y))
+        return stats.pearsonr(fx, fy)[0] if fx.std() > 0 and fy.std() > 0 else np.nan
+
+    def hog_spearman(x, y):
+        fx, fy = (hog(z, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2)) for z in (x, y))
+        return stats.spearmanr(fx, fy)[0] if fx.std() > 0 and fy.std() > 0 else np.nan
+
+    out = {m: np.empty(len(a)) for m in which}
+    for i in range(len(a)):
+        na = nb = None
+        if {"spearman_abs", "ssim", "hog_pearson", "hog_spearman"} & set(which):
+            na, nb = absolute(a[i]).astype(np.float32), absolute(b[i]).astype(np.float32)
+        if "spearman_abs" in which:
+            out["spearman_abs"][i] = spearman(na, nb)
+        if "spearman" in which:
+            out["spearman"][i] = spearman(diverging(a[i]).astype(np.float32), diverging(b[i]).astype(np.float32))
+        if "ssim" in which:
+            out["ssim"][i] = structural_similarity(na.astype(np.float64), nb.astype(np.float64), data_range=1.0)
+        if "hog_pearson" in which:
+            out["hog_pearson"][i] = hog_pearson(na.astype(np.float64), nb.astype(np.float64))
+        if "hog_spearman" in which:
+            out["hog_spearman"][i] = hog_spearman(na.astype(np.float64), nb.astype(np.float64))
+    return out
