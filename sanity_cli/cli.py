@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .config import Job, compose_jobs, config_source, group_choices, one_line, split_args
+from .config import Job, compose_jobs, config_source, group_choices, one_line, output_dir, split_args
 from .paths import config_dir
-from .rundir import RunDir, config_fingerprint, hydra_quoted, new_directories, omegaconf_literal
+from .rundir import RunDir, RunDirRefused, config_fingerprint, hydra_quoted, new_directories, omegaconf_literal
 from .errors import SanityError
 
 COMMANDS = {
@@ -77,14 +77,20 @@ def _main(argv: list[str] | None = None) -> int:
     created: list[Path] = []
     try:
         source, args = config_source(args)
-        args = train_dir_overrides(command, args) + args
         overrides, multirun = split_args(args)
         if informational:  # compose only, so a broken config is one line, not Hydra's traceback
             compose_jobs(overrides, multirun, source, check=False, limit=1)
         else:
             jobs = compose_jobs(overrides, multirun, source)
+            if command == "train":
+                args = args + train_directories(jobs[0])
             if multirun:
                 sweep_dir = RunDir(jobs[0].sweep_dir)
+                finished = [p.name for p in sorted(sweep_dir.path.glob("*/")) if RunDir(p).finished()]
+                if finished and not jobs[0].cfg.resume:
+                    raise RunDirRefused(f"{sweep_dir} already holds finished jobs ({', '.join(finished[:3])}"
+                                        f"{', ...' if len(finished) > 3 else ''}); pass resume=true to skip them, "
+                                        f"or pick a new hydra.sweep.dir")
                 sweep_dir.ensure_writable("hydra.sweep.dir")
                 args = args + [f"hydra.sweep.dir={hydra_quoted(sweep_dir.path)}"]
             else:
@@ -99,7 +105,12 @@ def _main(argv: list[str] | None = None) -> int:
         fail(str(err))
     if informational:
         return _hydra_main(command, args, source, [], debug)
-    import_tensorflow_quietly(debug)  # only now that the run is known to be valid
+    try:
+        import_tensorflow_quietly(debug)  # only now that the run is known to be valid
+    except KeyboardInterrupt:
+        if not multirun:
+            run_dir.abandon("interrupted", created)
+        raise
     if multirun:
         return _hydra_main(command, args, source, [], debug)
     return _run_single(command, jobs[0], run_dir, created, debug)
@@ -129,19 +140,20 @@ def claim_run_dir(command: str, job: Job) -> RunDir | None:
     return run_dir
 
 
-def train_dir_overrides(command: str, args: list[str]) -> list[str]:
-    """`sanity train` directories end in _train: configs/sanity.yaml's run and sweep directory patterns end in
-    the randomization test's name, which a training has not."""
-    if command != "train":
-        return []
-    from omegaconf import OmegaConf
+def train_directories(job: Job) -> list[str]:
+    """`sanity train` directories end in _train wherever the configured patterns (sanity's, or the user's config)
+    name the randomization test, which a training has not: the single run's directory is re-resolved in place;
+    for a sweep, the job subdirectory override is returned."""
+    from omegaconf import OmegaConf, open_dict
 
-    hydra = OmegaConf.to_container(OmegaConf.load(config_dir() / "sanity.yaml").hydra, resolve=False)
-    extra = []
-    for key, pattern in (("hydra.run.dir", hydra["run"]["dir"]), ("hydra.sweep.subdir", hydra["sweep"]["subdir"])):
-        if not any(a.startswith(f"{key}=") for a in args):
-            extra.append(f"{key}={pattern.replace('${hydra.runtime.choices.test}', 'train')}")
-    return extra
+    test = "${hydra.runtime.choices.test}"
+    patterns = OmegaConf.to_container(job.full.hydra, resolve=False)
+    if test in patterns["run"]["dir"]:
+        with open_dict(job.full.hydra):
+            job.full.hydra.run.dir = patterns["run"]["dir"].replace(test, "train")
+        job.run_dir = output_dir(job.full.hydra, "run")
+    subdir = patterns["sweep"]["subdir"]
+    return [f"hydra.sweep.subdir={subdir.replace(test, 'train')}"] if test in subdir else []
 
 
 def _reproduce(args: list[str], debug: bool) -> int:
@@ -195,36 +207,40 @@ def import_tensorflow_quietly(debug: bool) -> None:
         tf.config.list_physical_devices("GPU")
 
 
-def make_task(command: str, created: list[Path], debug: bool):
-    """The Hydra task: the pipeline's `run` or `train` in Hydra's run directory. A failed single run leaves no
-    half-made directory (RunDir.abandon); a failed sweep job is recorded (error.txt) and the sweep goes on."""
+def make_task(command: str, debug: bool, claimed: RunDir | None = None, created: list[Path] = ()):
+    """The Hydra task: the pipeline's `run` or `train` in Hydra's run directory (a single run: the RunDir the CLI
+    claimed before Hydra wrote into it). A failed single run leaves no half-made directory (RunDir.abandon); a
+    failed sweep job is recorded (error.txt) and the sweep goes on; a job whose directory is not ours to write
+    (finished, busy, another config's) is reported and left untouched."""
 
     def task(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from . import pipeline
+        from . import pipeline, sweep
 
-        run_dir = RunDir(HydraConfig.get().runtime.output_dir)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+        run_dir = claimed or RunDir(HydraConfig.get().runtime.output_dir)
         try:
             if in_sweep:
                 run_dir.clear_failure()
-            getattr(pipeline, command)(cfg, run_dir.path, validated=not in_sweep)
+            getattr(pipeline, command)(cfg, run_dir, validated=not in_sweep)
         except SanityError as err:
             if debug:
                 raise
             if not in_sweep:
-                run_dir.abandon(str(err), created)
+                run_dir.abandon(str(err), list(created))
                 fail(str(err))
             # one bad job (e.g. a data set missing offline) must not stop the rest of a sweep
             print(f"sanity: error: job {run_dir.path.name}: {err}", file=sys.stderr)
-            run_dir.record_failure(str(err))
+            sweep.FAILED_JOBS.append(run_dir.path.name)
+            if not isinstance(err, RunDirRefused):
+                run_dir.record_failure(str(err))
         except KeyboardInterrupt:
-            print(f"sanity: interrupted; {run_dir.abandon('interrupted', created)}", file=sys.stderr)
+            print(f"sanity: interrupted; {run_dir.abandon('interrupted', list(created))}", file=sys.stderr)
             sys.exit(130)
         except Exception as err:  # a bug: keep the traceback, but leave no half-made directory behind
-            run_dir.abandon(f"{type(err).__name__}: {one_line(err)}", created)
+            run_dir.abandon(f"{type(err).__name__}: {one_line(err)}", list(created))
             raise
 
     return task
@@ -242,12 +258,21 @@ def _run_single(command: str, job: Job, run_dir: RunDir, created: list[Path], de
     with open_dict(config.hydra):
         config.hydra.run.dir = omegaconf_literal(run_dir.path)
         config.hydra.mode = RunMode.RUN
-    callbacks = Callbacks(config)
-    callbacks.on_run_start(config=config, config_name=config.hydra.job.config_name)
-    result = run_job(task_function=make_task(command, created, debug), config=config, job_dir_key="hydra.run.dir",
-                     job_subdir_key=None, hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
-    callbacks.on_run_end(config=config, config_name=config.hydra.job.config_name, job_return=result)
-    _ = result.return_value  # re-raises what the task raised
+    try:
+        run_dir.claim(config_fingerprint(job.cfg))  # locked before Hydra writes .hydra/ and cli.log into it
+    except SanityError as err:
+        run_dir.abandon(str(err), created)
+        fail(str(err))
+    try:
+        callbacks = Callbacks(config)
+        callbacks.on_run_start(config=config, config_name=config.hydra.job.config_name)
+        result = run_job(task_function=make_task(command, debug, run_dir, created), config=config,
+                         job_dir_key="hydra.run.dir", job_subdir_key=None,
+                         hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
+        callbacks.on_run_end(config=config, config_name=config.hydra.job.config_name, job_return=result)
+        _ = result.return_value  # re-raises what the task raised
+    finally:
+        run_dir.release()
     return 0
 
 
@@ -256,18 +281,21 @@ def _hydra_main(command: str, args: list[str], source, created: list[Path], debu
     import hydra
     from hydra.errors import ConfigCompositionException
 
+    from . import sweep
+
     config_path, config_name, extra = source.hydra_main_args()
-    sys.argv = [f"sanity {command}"] + extra + args
+    saved_argv, sys.argv = sys.argv, [f"sanity {command}"] + extra + args  # hydra.main reads sys.argv
+    sweep.FAILED_JOBS.clear()
     entry = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(
-        make_task(command, created, debug))
+        make_task(command, debug))
     try:
         entry()
     except (ValueError, ConfigCompositionException) as err:  # Hydra's own usage errors, e.g. -m with --cfg
         if debug:
             raise
         fail(f"{one_line(err)} (see 'sanity --help')")
-    from . import sweep
-
+    finally:
+        sys.argv = saved_argv
     return 2 if sweep.FAILED_JOBS else 0
 
 

@@ -7,5 +7,3 @@ class SanityError(Exception):
     The CLI prints ``sanity: error: <message>`` on one line and exits with code 2.
     The message should name the problem and the fix.
     """
-
-    exit_code = 2

@@ -58,10 +58,14 @@ def decode(path: Path, log=print) -> np.ndarray | None:
         return None
     mode, done = image.mode, []
     if mode in SIXTEEN_BIT:
-        gray = np.asarray(image, np.float64) / 65535.0
-        picture, done = np.stack([gray] * 3, axis=-1), [f"{mode} 16-bit grayscale / 65535 -> RGB"]
-    elif mode == "F":
-        log(f"data: warning: skipping {path.name}: floating-point image (mode F) has no defined [0, 1] range")
+        gray = np.asarray(image, np.float64)
+        if gray.min() < 0 or gray.max() > 65535:  # mode I holds 32-bit integers: no defined white
+            log(f"data: warning: skipping {path.name}: {mode} image with values outside 0..65535")
+            return None
+        picture, done = np.stack([gray / 65535.0] * 3, axis=-1), [f"{mode} 16-bit grayscale / 65535 -> RGB"]
+    elif mode in ("F", "LAB", "HSV"):
+        log(f"data: warning: skipping {path.name}: mode {mode} has no conversion to RGB in [0, 1] here; save it "
+            f"as RGB")
         return None
     else:
         if mode == "P" and "transparency" in image.info:
@@ -70,7 +74,11 @@ def decode(path: Path, log=print) -> np.ndarray | None:
             what = {"RGBA": "alpha dropped", "LA": "alpha dropped", "CMYK": "PIL colour conversion",
                     "L": "gray in three channels", "1": "bilevel"}.get(image.mode, "PIL conversion")
             done.append(f"{image.mode} -> RGB ({what})")
-            image = image.convert("RGB")
+            try:
+                image = image.convert("RGB")
+            except (ValueError, OSError) as err:
+                log(f"data: warning: skipping {path.name}: cannot convert mode {image.mode} to RGB ({err})")
+                return None
         picture = np.asarray(image, np.float64) / 255.0
     if rotated:
         done.append("EXIF orientation applied")

@@ -374,13 +374,15 @@ def report_finished(run_dir: RunDir) -> Path:
     return run_dir.path
 
 
-def run(cfg: DictConfig, run_dir: Path, validated: bool = False) -> Path:
-    """`sanity run`: one randomization test, all outputs written to run_dir (`validated`: the caller already ran
-    config.validate on this cfg, as the CLI does before anything starts)."""
+def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Path:
+    """`sanity run`: one randomization test, all outputs written to run_dir (a path, or a RunDir the caller has
+    claimed; `validated`: the caller already ran config.validate on this cfg, as the CLI does)."""
     timer, started = Timer(), time.time()
     if not validated:
         config_checks.validate(cfg)
-    directory = RunDir(run_dir)
+    directory = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run_dir = directory.path
+    owned = not directory.claimed  # the CLI claims (and later releases) the directory before Hydra writes to it
     if directory.check_claim(config_fingerprint(cfg), resume=cfg.resume):
         return report_finished(directory)
     directory.ensure_writable()
@@ -427,7 +429,8 @@ def run(cfg: DictConfig, run_dir: Path, validated: bool = False) -> Path:
                                     "self_checks": checks.as_dict()}))
         directory.remove_units()
     finally:
-        directory.release()
+        if owned:
+            directory.release()
     print(f"\n{verdict_heading(cfg)}:")
     print(report.format_verdict(verdict))
     if permuted is not None:
@@ -438,7 +441,7 @@ def run(cfg: DictConfig, run_dir: Path, validated: bool = False) -> Path:
     return run_dir
 
 
-def train(cfg: DictConfig, run_dir: Path, validated: bool = False) -> training.TrainedModel:
+def train(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> training.TrainedModel:
     """`sanity train`: train (or load from the cache) one model and report its accuracies."""
     started = time.time()
     if not validated:
@@ -446,7 +449,8 @@ def train(cfg: DictConfig, run_dir: Path, validated: bool = False) -> training.T
     if not architectures.get(cfg.model.name).trained_by_sanity:
         raise SanityError(f"sanity train trains the MNIST models; model={cfg.model.name} comes pretrained "
                           f"(model.weights=...)")
-    directory = RunDir(run_dir)
+    directory = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run_dir = directory.path
     directory.check_claim(config_fingerprint(cfg))
     directory.ensure_writable()
     dataset = load_data(cfg)
@@ -455,6 +459,7 @@ def train(cfg: DictConfig, run_dir: Path, validated: bool = False) -> training.T
     write_json(run_dir / "manifest.json", build_manifest(cfg, dataset=dataset,
                                                          models=models_table.to_dict(orient="records"),
                                                          phases={}, started=started))
+    directory.remove_units()  # the claim's lock and fingerprint, once the manifest says it is finished
     print(f"{trained.labels}-label {cfg.model.name}: train accuracy {trained.info['train_accuracy']:.3f}, "
           f"test accuracy {trained.info['test_accuracy']:.3f} (cache key {trained.key}, {trained.info['cache']})")
     return trained

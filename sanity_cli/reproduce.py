@@ -49,7 +49,8 @@ def load_suite(name: str, source: ConfigSource = ConfigSource()) -> tuple[str, d
         raise SanityError(f"unknown suite '{name}'; choose from {', '.join(available_suites(source))} or give a "
                           f"YAML file")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        with open(path) as handle:  # (a file, so that a YAML error names it)
+            spec = yaml.safe_load(handle) or {}
         jobs = {str(job): [str(o) for o in overrides] for job, overrides in spec["jobs"].items()}
     except yaml.YAMLError as err:
         raise SanityError(yaml_error(err)) from None

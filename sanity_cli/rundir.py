@@ -28,6 +28,11 @@ ERROR_FILE = "error.txt"      # a failed run's one-line error (sweep jobs; runs 
 NOT_FINGERPRINTED = ("resume",)  # keys that do not change the results
 
 
+class RunDirRefused(SanityError):
+    """The directory is not ours to write: finished, busy, or another config's. Nothing was written into it, and
+    nothing may be (not even an error.txt)."""
+
+
 def config_fingerprint(cfg: DictConfig) -> str:
     """sha256 of the resolved config (without `resume`): equal fingerprints give equal results."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -55,6 +60,7 @@ class RunDir:
         self.path = Path(path)
         self.units = self.path / UNITS_DIR
         self._lock = None
+        self._resumed = False
 
     def __str__(self) -> str:
         return str(self.path)
@@ -102,18 +108,18 @@ class RunDir:
         (nothing to do but show it)."""
         if self.finished():
             if not resume:
-                raise SanityError(f"{self.path} already holds a finished run; pick a new hydra.run.dir")
+                raise RunDirRefused(f"{self.path} already holds a finished run; pick a new hydra.run.dir")
             if self.finished_fingerprint() != fingerprint:
-                raise SanityError(f"{self.path} holds a finished run of a different config; pick a new "
-                                  f"hydra.run.dir")
+                raise RunDirRefused(f"{self.path} holds a finished run of a different config; pick a new "
+                                    f"hydra.run.dir")
             return True
         found = self.unfinished_fingerprint()
         if found is not None and found != fingerprint:
-            raise SanityError(f"{self.path} holds an unfinished run of a different config (fingerprint {found}, "
-                              f"this config {fingerprint}); resume it with its own overrides, or pick a new "
-                              f"hydra.run.dir=DIR")
+            raise RunDirRefused(f"{self.path} holds an unfinished run of a different config (fingerprint {found}, "
+                                f"this config {fingerprint}); resume it with its own overrides, or pick a new "
+                                f"hydra.run.dir=DIR")
         if self.busy():
-            raise SanityError(self.busy_message())
+            raise RunDirRefused(self.busy_message())
         return False
 
     def busy_message(self) -> str:
@@ -141,28 +147,34 @@ class RunDir:
         return max(candidates, key=lambda d: (d.units / RUN_FILE).stat().st_mtime, default=None)
 
     # ---------------------------------------------------------------- claiming and locking
+    @property
+    def claimed(self) -> bool:
+        return self._lock is not None
+
     def claim(self, fingerprint: str) -> bool:
         """Lock the directory against a second process and claim it for this config (or check that it is ours);
         remove temporary files a killed process left behind. Returns True when it already held this config's
-        unfinished run (a resume)."""
+        unfinished run (a resume). Claiming a directory this object already holds returns the same answer."""
         from filelock import FileLock, Timeout
 
+        if self._lock is not None:
+            return self._resumed
         self.units.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.units / LOCK_FILE))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise SanityError(self.busy_message()) from None
+            raise RunDirRefused(self.busy_message()) from None
         self._lock = lock
         try:
             self.check_claim(fingerprint)  # again, under the lock: finished or claimed meanwhile?
             for stale in (*self.path.glob(".*.tmp*"), *self.units.glob(".*.tmp*")):
                 stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
             self.clear_failure()  # an earlier attempt's error.txt
-            if self.unfinished_fingerprint() is None:
+            self._resumed = self.unfinished_fingerprint() is not None
+            if not self._resumed:
                 write_json(self.units / RUN_FILE, {"fingerprint": fingerprint})
-                return False
-            return True
+            return self._resumed
         except BaseException:
             self.release()
             raise
@@ -184,11 +196,28 @@ class RunDir:
         (self.path / ERROR_FILE).unlink(missing_ok=True)
 
     def abandon(self, message: str, created: list[Path]) -> str:
-        """After a failed run: a directory this invocation created (`created`: it and any new parents, innermost
-        first) that holds no finished unit is removed with those parents; anything else keeps its work and gets
-        error.txt. Returns what happened, for the log."""
-        if self.busy() or self.finished():
-            return f"{self.path} belongs to another run; left as it is"
+        """After a failed run, under this object's lock (taken here if not held; a directory another process holds,
+        or a finished one, is left as it is): a directory this invocation created (`created`: it and any new
+        parents, innermost first) that holds no finished unit is removed with those parents; anything else keeps
+        its work and gets error.txt. Returns what happened, for the log."""
+        from filelock import FileLock, Timeout
+
+        if self.finished() or not self.path.is_dir():
+            return f"{self.path} left as it is"
+        if self._lock is None and self.units.is_dir():  # without units/ no sanity process has claimed it
+            lock = FileLock(str(self.units / LOCK_FILE))
+            try:
+                lock.acquire(timeout=0)
+            except (Timeout, OSError):
+                return f"{self.path} belongs to another process; left as it is"
+            self._lock = lock
+        try:
+            return self._abandon(message, created)
+        finally:
+            self.release()
+            self.units.rmdir() if self.units.is_dir() and not any(self.units.iterdir()) else None
+
+    def _abandon(self, message: str, created: list[Path]) -> str:
         if self.path in created and not self.holds_work():
             shutil.rmtree(self.path, ignore_errors=True)
             for parent in created[1:]:
@@ -208,7 +237,8 @@ class RunDir:
 
 def failed_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
     """(job directory name, error line) of every failed job under sweep_dir."""
-    return [(path.parent.name, path.read_text().strip()) for path in sorted(Path(sweep_dir).rglob(ERROR_FILE))]
+    return [(path.parent.name, path.read_text().strip()) for path in sorted(Path(sweep_dir).rglob(ERROR_FILE))
+            if not RunDir(path.parent).finished()]
 
 
 def new_directories(path: Path) -> list[Path]:

@@ -59,7 +59,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         verdict = write_sweep_tables(sweep_dir)
         failures = failed_jobs(sweep_dir)
-        FAILED_JOBS[:] = [job for job, _ in failures]
+        FAILED_JOBS.extend(job for job, _ in failures if job not in FAILED_JOBS)  # + refused ones (no error.txt)
         if failures:
             print(f"\n{len(failures)} sweep job(s) failed (the others finished):", file=sys.stderr)
             for job, message in failures:

@@ -31,7 +31,8 @@ class UnitStore:
         self.log = log
 
     def open(self) -> int:
-        """Claim and lock the run directory (RunDir.claim). Returns the finished unit count."""
+        """Claim and lock the run directory (RunDir.claim; nothing new if the caller already claimed it). Returns
+        the finished unit count."""
         if not self.run_dir.claim(self.fingerprint):
             return 0
         done = len(list(self.dir.glob("*.npz")))

@@ -32,33 +32,33 @@ def test_an_interval_needs_two_values():
 
 
 def test_null_similarity_of_a_hand_made_case():
-    """Three images; pair values 0.2, 0.4, 0.9 (one undefined pair is left out): mean and the Fisher-z
-    t-interval by hand."""
+    """Three images; pair values 0.2, 0.4, 0.9 (one undefined pair is left out): mean and t-interval by hand."""
     null = pd.DataFrame({"method": "m", "metric": "spearman_abs", "image": [0, 1, 2, 3],
                          "other_image": [1, 2, 3, 0], "value": [0.2, 0.4, 0.9, np.nan],
                          "undefined": [False, False, False, True]})
     row = report.summarize_null(null).iloc[0]
-    z = np.arctanh([0.2, 0.4, 0.9])
-    half = stats.t.ppf(0.975, 2) * z.std(ddof=1) / np.sqrt(3)
+    values = np.array([0.2, 0.4, 0.9])
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
     assert row["null_similarity"] == pytest.approx(0.5)
-    assert row["null_ci_low"] == pytest.approx(np.tanh(z.mean() - half))
-    assert row["null_ci_high"] == pytest.approx(np.tanh(z.mean() + half))
+    assert row["null_ci_low"] == pytest.approx(0.5 - half)
+    assert row["null_ci_high"] == pytest.approx(1.0), "0.5 + %.2f is clipped to the metric's range" % half
     assert row["null_n"] == 3
 
 
-def test_intervals_of_correlations_stay_inside_minus_one_one():
-    """Two images at 0.95 and -0.5: mean +- t s / sqrt(n) is [-9.0, +9.4]; the Fisher-z interval is inside the
-    range, and so is every summary interval; a metric without a range keeps the plain t-interval."""
+def test_intervals_of_similarities_stay_inside_their_range_around_the_mean():
+    """Two images at 0.95 and -0.5: mean +- t s / sqrt(n) is [-9.0, +9.4], clipped to [-1, 1]; an interval that
+    fits stays the plain t-interval; it always contains the mean, also with a value at a bound; a metric without a
+    range keeps the plain t-interval."""
     values = np.array([0.95, -0.5])
     plain = report.interval(values)
     assert plain[0] < -1 and plain[1] > 1
-    low, high = report.interval(values, (-1.0, 1.0))
-    assert -1 < low < values.mean() < high < 1
-    assert report.interval(np.array([1.0, 1.0, 1.0]), (-1.0, 1.0)) == pytest.approx((1.0, 1.0))
-    unit = report.interval(np.array([0.2, 0.6, 0.9]), (0.0, 1.0))  # mapped to [-1, 1] and back
-    z = np.arctanh(2 * np.array([0.2, 0.6, 0.9]) - 1)
-    half = stats.t.ppf(0.975, 2) * z.std(ddof=1) / np.sqrt(3)
-    assert unit == pytest.approx(((np.tanh(z.mean() - half) + 1) / 2, (np.tanh(z.mean() + half) + 1) / 2))
+    assert report.interval(values, (-1.0, 1.0)) == (-1.0, 1.0)
+    inside = np.array([0.2, 0.3, 0.25, 0.35])
+    assert report.interval(inside, (-1.0, 1.0)) == pytest.approx(report.interval(inside))
+    assert report.interval(np.array([1.0, 1.0, 1.0]), (-1.0, 1.0)) == (1.0, 1.0)
+    skewed = np.array([0.999] * 50 + [0.0] * 5)
+    low, high = report.interval(skewed, (-1.0, 1.0))
+    assert low < skewed.mean() < high <= 1.0
     table = pd.DataFrame({"model": "m", "test": "cascading", "stage": 1, "block": "b", "method": "g",
                           "metric": ["spearman_abs", "spearman_abs", "ssim", "ssim"], "image": [0, 1, 0, 1],
                           "repeat": 0, "value": [0.95, -0.5, 0.99, -0.9], "undefined": False})
@@ -80,10 +80,9 @@ def test_independent_interval_is_over_images_of_their_mean_over_blocks():
     table = report.verdict(report.summarize(metrics), "independent", "spearman_abs", set(), null=null,
                            metrics=metrics).iloc[0]
     per_image = np.array([0.3, 0.5, 0.1])
-    z = np.arctanh(per_image)
-    half = stats.t.ppf(0.975, 2) * z.std(ddof=1) / np.sqrt(3)
+    half = stats.t.ppf(0.975, 2) * per_image.std(ddof=1) / np.sqrt(3)
     assert table["similarity"] == pytest.approx(0.3) and table["n"] == 3
-    assert (table["ci_low"], table["ci_high"]) == pytest.approx((np.tanh(z.mean() - half), np.tanh(z.mean() + half)))
+    assert (table["ci_low"], table["ci_high"]) == pytest.approx((0.3 - half, 0.3 + half))
     assert "CI over images" in table["compared"]
 
 
