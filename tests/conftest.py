@@ -1,5 +1,5 @@
-"""Shared fixtures: running the real `sanity` command, in this process (`sanity_main`, fast) or in a subprocess
-(`sanity`, for what only a process can show: signals, exit codes of the installed entry point, two writers),
+"""Shared fixtures: running the real `sanity` command, in this process (`sanity`, fast) or in a subprocess
+(`sanity_process`, for what only a process can show: signals, locks held by another process, injected OS errors),
 offline, with one model cache for the session."""
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def sanity(tmp_path, model_cache):
-    """Run `sanity ARGS...` in tmp_path (outputs land in tmp_path/results); returns CompletedProcess."""
+def sanity_process(tmp_path, model_cache):
+    """Run `sanity ARGS...` as its own process in tmp_path (outputs land in tmp_path/results); returns
+    CompletedProcess. For what only a process shows: signals, locks held by another process, cross-process
+    determinism, start-up without TensorFlow, injected OS errors."""
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
         environment = dict(os.environ, SANITY_CACHE_DIR=str(model_cache), TFDS_DATA_DIR=str(tmp_path / "tfds"),
@@ -48,9 +50,10 @@ class Completed:
 
 
 @pytest.fixture
-def sanity_main(tmp_path, model_cache, monkeypatch, capsys):
-    """Run `sanity ARGS...` in this process through cli.main (cwd tmp_path); returns what `sanity` returns in a
-    subprocess: exit code, stdout, stderr."""
+def sanity(tmp_path, model_cache, monkeypatch, capsys):
+    """Run `sanity ARGS...` in this process through cli.main (cwd tmp_path, outputs in tmp_path/results); returns
+    what the command returns: exit code, stdout, stderr (Python-level output; TensorFlow's C++ log is not
+    captured)."""
     from sanity_cli import cli
 
     import tensorflow  # noqa: F401
@@ -60,10 +63,10 @@ def sanity_main(tmp_path, model_cache, monkeypatch, capsys):
     # standard one, which here would be pytest's capture file. (A real `sanity` process has the real stderr.)
     monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.__stderr__)
 
-    def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> Completed:
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> Completed:
         monkeypatch.chdir(cwd or tmp_path)
-        for key, value in dict(SANITY_CACHE_DIR=str(model_cache), TFDS_DATA_DIR=str(tmp_path / "tfds"),
-                               **(env or {})).items():
+        for key, value in {"SANITY_CACHE_DIR": str(model_cache), "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+                           **(env or {})}.items():
             monkeypatch.setenv(key, value)
         capsys.readouterr()
         before = set(logging.root.handlers)

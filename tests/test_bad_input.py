@@ -29,10 +29,42 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "verdict.rule=majority"], ["verdict.rule must be one of baseline, threshold"]),
     (["run", "test.init=zeros"], ["test.init must be one of", "permutation"]),
     (["run", "target=somewhere"], ["target must be one of", "predicted_per_stage"]),
+    # issue 16: every spelling of a finished run's directory, user config folders, photos, paths
+    (["run", 'hydra.run.dir="results/earlier run"'], ["already holds a finished run"]),
+    (["run", "hydra.run.dir='results/sub/../earlier run'"], ["already holds a finished run"]),
+    (["run", "hydra.run.dir=${oc.env:EARLIER}"], ["already holds a finished run"]),
+    (["train", "hydra.run.dir='results/earlier run'"], ["already holds a finished run"]),
+    (["run", "--config-dir", "{user}", "experiment=broken"], ["broken.yaml:2", "YAML syntax error"]),
+    (["run", "--config-dir", "{user}", "experiment=broken", "--cfg", "job"], ["broken.yaml:2", "YAML syntax"]),
+    (["run", "--config-dir", "nowhere"], ["--config-dir", "no such folder"]),
+    (["run", "--config-path", "{user}", "--config-name", "absent"], ["absent"]),
+    (["run", "-m", "seed=0,1", "hydra.sweep.dir='results/earlier run/manifest.json'"], ["cannot write results"]),
+    (["reproduce", "nightly", "--config-dir", "{user}"], ["suites/nightly.yaml:2", "YAML syntax error"]),
+    (["run", "model=inception", "model.weights=none", "data.path={photos}"], ["no readable image"]),
+    (["run", "data.path=123"], ["data.path must be a path"]),
+    (["run", "cache_dir=123"], ["cache_dir must be a path"]),
 ])
-def test_bad_config_values(sanity, tmp_path, args, fragments):
-    assert_one_line_error(sanity(*args), *fragments)
-    assert not (tmp_path / "results").exists()
+def test_bad_input_matrix(sanity, tmp_path, args, fragments):
+    """Each case: one line, exit 2, no traceback, and the earlier finished run (results/earlier run) and
+    everything else under the working directory byte-identical afterwards, nothing new written."""
+    from test_run_dirs import checksums, finished_run
+
+    finished_run(tmp_path / "results" / "earlier run")
+    user = tmp_path / "user"
+    (user / "experiment").mkdir(parents=True)
+    (user / "experiment" / "broken.yaml").write_text("n_images: [1, 2\n")
+    (user / "suites").mkdir()
+    (user / "suites" / "nightly.yaml").write_text("jobs: {a: [seed=1\n")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.jpg").write_text("not a JPEG")
+    before, listing = checksums(tmp_path), sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    args = [a.replace("{user}", str(user)).replace("{photos}", str(photos)) for a in args]
+    cheap = CHEAP if args[0] == "run" and "--cfg" not in args else ()  # before the case's own overrides
+    result = sanity(args[0], *cheap, *args[1:], env={"EARLIER": str(tmp_path / "results" / "earlier run")})
+    assert_one_line_error(result, *fragments)
+    assert checksums(tmp_path) == before
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing, "nothing new may appear"
 
 
 def test_missing_data_path(sanity, tmp_path):
@@ -48,13 +80,13 @@ def test_empty_image_folder(sanity, tmp_path):
     assert_one_line_error(result, "holds no images", str(empty))
 
 
-def test_unreadable_photos_are_skipped_with_a_warning_and_none_left_is_one_line(sanity_main, tmp_path):
+def test_unreadable_photos_are_skipped_with_a_warning_and_none_left_is_one_line(sanity, tmp_path):
     from PIL import Image
 
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "broken.jpg").write_text("this is text, not a JPEG")
-    result = sanity_main("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={folder}")
+    result = sanity("run", "model=inception", "model.weights=none", *CHEAP, f"data.path={folder}")
     assert_one_line_error(result, "no readable image", str(folder))
     assert not (tmp_path / "results").exists()
 
@@ -129,7 +161,7 @@ def test_missing_weights_file(sanity, tmp_path):
     assert_one_line_error(sanity("run", "model=inception", f"model.weights={missing}", *CHEAP), str(missing))
 
 
-def test_full_disk_while_writing_results_keeps_earlier_results(sanity, tmp_path):
+def test_full_disk_while_writing_results_keeps_earlier_results(sanity, sanity_process, tmp_path):
     """ENOSPC while writing metrics.csv (injected through sitecustomize, as the OS would raise it): one line,
     exit 2, no half-written file, and the earlier run next to it is untouched."""
     earlier = sanity("run", *CHEAP)
@@ -151,7 +183,7 @@ def test_full_disk_while_writing_results_keeps_earlier_results(sanity, tmp_path)
         "    return _to_csv(self, path, *args, **kwargs)\n"
         "pandas.DataFrame.to_csv = to_csv\n")
     full = tmp_path / "full"
-    result = sanity("run", *CHEAP, f"hydra.run.dir={full}", env={"PYTHONPATH": str(hooks)})
+    result = sanity_process("run", *CHEAP, f"hydra.run.dir={full}", env={"PYTHONPATH": str(hooks)})
     assert_one_line_error(result, "No space left on device", "metrics.csv")
     assert not (full / "metrics.csv").exists() and not (full / "manifest.json").exists()
     assert not [p for p in full.rglob("*") if ".tmp" in p.name]

@@ -56,12 +56,12 @@ def test_suite_run_then_a_changed_verdict_exits_1(sanity, tmp_path, suite_file):
     assert (suite_root / "latest").resolve() != latest
 
 
-def test_overlapping_cron_job_skips_while_the_suite_runs(sanity, tmp_path, suite_file):
+def test_overlapping_cron_job_skips_while_the_suite_runs(sanity_process, tmp_path, suite_file):
     results = tmp_path / "out"
     lock_dir = results / "reproduce" / "nightly"
     lock_dir.mkdir(parents=True)
     with FileLock(str(lock_dir / ".lock")):
-        result = sanity("reproduce", str(suite_file), "--results", str(results), *CHEAP)
+        result = sanity_process("reproduce", str(suite_file), "--results", str(results), *CHEAP)
     assert result.returncode == 75, result.stderr
     assert "already running" in result.stderr and "Traceback" not in result.stderr
     assert not [p for p in lock_dir.iterdir() if p.is_dir()], "nothing may run while the lock is held"

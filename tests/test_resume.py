@@ -102,7 +102,7 @@ def test_unfinished_run_dir_of_another_config_is_refused(sanity, tmp_path):
         "a refused run must not leave its config in another run's directory"
 
 
-def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, tmp_path):
+def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, sanity_process, tmp_path):
     run_dir = tmp_path / "busy"
     small = ("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false")
     probe = sanity(*small, "--cfg", "job")
@@ -113,7 +113,7 @@ def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, tmp_pat
     holder = UnitStore(run_dir, config_fingerprint(OmegaConf.create(probe.stdout)), log=lambda *_: None)
     holder.open()
     try:
-        result = sanity(*small, f"hydra.run.dir={run_dir}")
+        result = sanity_process(*small, f"hydra.run.dir={run_dir}")  # the lock's holder is another process
     finally:
         holder.release()
     assert_one_line_error(result, "another sanity process")
@@ -169,17 +169,18 @@ def test_damaged_unit_is_recomputed_and_stale_temporary_files_removed(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_config_gives_the_same_bytes_including_training(sanity, tmp_path):
+def test_same_config_gives_the_same_bytes_including_training(sanity, sanity_process, tmp_path):
     """Determinism on CPU: two data-randomization runs that each train both models from scratch (separate
     caches), explain with every default method and permute labels from the config's seed, write identical
-    metrics.csv, and so do two independent-randomization runs with two randomization seeds per stage."""
+    metrics.csv, and so do two independent-randomization runs with two randomization seeds per stage. One run
+    of each pair is in this process and the other in a fresh one, so no process state carries the result."""
     small = ("n_images=3", "budget.smoothgrad_samples=3", "budget.vargrad_samples=3", "budget.ig_steps=4",
              "plots=false", "train.max_train_images=500", "train.permuted.max_epochs=40", "train.batch_size=50")
     for name, args in (("data", ("model=mnist_mlp", "test=data")),
                        ("independent", ("model=mnist_cnn", "test=independent", "test.repeats=2"))):
         outputs = []
-        for copy in ("a", "b"):
-            result = sanity("run", *args, *small, f"hydra.run.dir={tmp_path / name / copy}",
+        for copy, runner in (("a", sanity), ("b", sanity_process)):
+            result = runner("run", *args, *small, f"hydra.run.dir={tmp_path / name / copy}",
                             env={"SANITY_CACHE_DIR": str(tmp_path / f"cache_{name}_{copy}")})
             assert result.returncode == 0, result.stderr[-3000:]
             outputs.append((tmp_path / name / copy / "metrics.csv").read_bytes())

@@ -11,10 +11,10 @@ from conftest import SHARED_MNIST
 CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false")
 
 
-def test_parallel_launcher_runs_the_sweep_in_worker_processes(sanity, tmp_path):
+def test_parallel_launcher_runs_the_sweep_in_worker_processes(sanity_process, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    result = sanity("run", "-m", "hydra/launcher=parallel", "model=mnist_cnn,mnist_mlp", *CHEAP,
+    result = sanity_process("run", "-m", "hydra/launcher=parallel", "model=mnist_cnn,mnist_mlp", *CHEAP,
                     f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
