@@ -15,6 +15,9 @@ from .methods.engine import OUTPUTS
 from .methods.integrated_gradients import RULES
 from .errors import SanityError
 from .paths import config_dir
+from .schema import register as register_schema
+
+register_schema()
 from .metrics import METRIC_NAMES
 from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
@@ -211,8 +214,17 @@ def one_line(err: BaseException) -> str:
 
 
 def composition_message(err: Exception) -> str:
-    """Hydra's composition error as one line; an unknown choice of a sanity group lists the valid ones."""
+    """Hydra's composition error as one line; an unknown choice of a sanity group lists the valid ones; a value of
+    the wrong type (sanity_cli/schema.py) names its key."""
     import re
+
+    from omegaconf.errors import ValidationError
+
+    cause = err
+    while cause is not None and not isinstance(cause, ValidationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
 
     unknown = re.search(r"Could not (?:load|find) '([\w]+)/([^']+)'", str(err))
     choices = group_choices()

@@ -27,7 +27,7 @@ sys.exit(code)
 
 @pytest.mark.parametrize("args, code, says", [
     (["--help"], 0, "config groups"),
-    (["run", "n_images=abc"], 2, "n_images must be a positive integer"),
+    (["run", "n_images=abc"], 2, "n_images: Value 'abc'"),
     (["run", "data.path=123"], 2, "data.path must be a path"),
     (["run", "cache_dir=123"], 2, "cache_dir must be a path"),
     (["run", "data.data_dir=123"], 2, "data.data_dir must be a path"),

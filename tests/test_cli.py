@@ -110,7 +110,6 @@ def test_generic_smoothgrad_is_named_after_its_base():
     (["method=[smoothgrad,smoothgrad_gradient]"], "twice"),
     (["method=[smoothgrad_integrated_gradients]", "+method.smoothgrad_integrated_gradients.base_params.stepz=3"],
      "stepz"),
-    (["plots=maybe"], "plots"),
 ])
 def test_bad_values_are_rejected_before_any_work(overrides, fragment):
     with pytest.raises(SanityError, match=re.escape(fragment)):
@@ -273,3 +272,15 @@ def test_ctrl_c_during_a_stage_exits_130_and_keeps_nothing_half_written(tmp_path
     assert "Traceback" not in err and "interrupted" in err
     assert not (run_dir / "metrics.csv").exists() and not (run_dir / "manifest.json").exists()
     assert not list(run_dir.glob(".*.tmp*")), "no temporary file may be left behind"
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("n_images=abc", "n_images: Value 'abc'"), ("plots=maybe", "plots: Value 'maybe' is not a valid bool"),
+    ("train.learning_rate=fast", "train.learning_rate:"), ("seed=true", "seed:"), ("batch_size=2.5", "batch_size:"),
+    ("verdict.threshold=x", "verdict.threshold:"), ("train.permuted.max_epochs=many", "train.permuted.max_epochs:"),
+])
+def test_the_typed_schema_rejects_wrong_types_while_composing(override, fragment):
+    """sanity_cli/schema.py: composing alone (no config.validate) rejects a value of the wrong type, naming it."""
+    with pytest.raises(SanityError) as raised:
+        config.compose_jobs([override], False, check=False)
+    assert str(raised.value).startswith(fragment)

@@ -175,7 +175,7 @@ def test_same_config_gives_the_same_bytes_including_training(sanity, sanity_proc
     metrics.csv, and so do two independent-randomization runs with two randomization seeds per stage. One run
     of each pair is in this process and the other in a fresh one, so no process state carries the result."""
     small = ("n_images=3", "budget.smoothgrad_samples=3", "budget.vargrad_samples=3", "budget.ig_steps=4",
-             "plots=false", "train.max_train_images=500", "train.permuted.max_epochs=40", "train.batch_size=50")
+             "plots=false", "train.max_train_images=300", "train.permuted.max_epochs=6", "train.batch_size=32")
     for name, args in (("data", ("model=mnist_mlp", "test=data")),
                        ("independent", ("model=mnist_cnn", "test=independent", "test.repeats=2"))):
         outputs = []

@@ -208,3 +208,15 @@ def test_train_directories_follow_a_user_configs_pattern(sanity, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["mnist_cnn_train"]
     assert not (tmp_path / "mine" / "mnist_cnn_train" / "units").exists()
+
+
+def test_a_sweep_uses_experiments_from_config_dir(sanity, tmp_path):
+    user = tmp_path / "cfg"
+    (user / "experiment").mkdir(parents=True)
+    (user / "experiment" / "mlp.yaml").write_text("# @package _global_\ndefaults:\n  - override /model: mnist_mlp\n")
+    sweep = tmp_path / "sweep dir"
+    result = sanity("run", "-m", "--config-dir", str(user), "experiment=mlp", *CHEAP, "seed=0,1",
+                    f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    models = {json.loads(p.read_text())["config"]["model"]["name"] for p in sweep.rglob("manifest.json")}
+    assert models == {"mnist_mlp"} and len(list(sweep.rglob("manifest.json"))) == 2
