@@ -338,17 +338,26 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
     if cfg.plots:
         title = f"{cfg.model.name} on {cfg.data.name}: {cfg.test.name} randomization"
         shown = display_images[: cfg.grid_images]
-        for mode in ("absolute", "diverging"):
-            plots.saliency_grid(run_dir / f"grid_{mode}.png", shown, comparison.grids(mode),
-                                comparison.stage_labels, mode, input_captions=captions[: cfg.grid_images],
-                                title=f"{title} ({mode} maps)")
+        for mode in ("absolute", "diverging"):  # one grid per image, as the paper's Fig. 2
+            grids = comparison.grids(mode)
+            for k in range(len(shown)):
+                plots.saliency_grid(run_dir / grid_file(mode, k), shown[k:k + 1],
+                                    {method: maps[k:k + 1] for method, maps in grids.items()},
+                                    comparison.stage_labels, mode, input_captions=captions[k:k + 1],
+                                    title=f"{title} ({mode} maps)")
         chosen_metrics = list(comparison.metric_params)
         if cfg.test.name == "data":
             plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen_metrics,
-                                 title=title)
+                                 title=title, controls=controls)
         else:
-            plots.similarity_curves(run_dir / "similarity.png", summary, chosen_metrics, title=title)
+            plots.similarity_curves(run_dir / "similarity.png", summary, chosen_metrics, title=title,
+                                    controls=controls)
     return verdict
+
+
+def grid_file(mode: str, index: int) -> str:
+    """The saliency grid of the index-th shown image (0-based): grid_absolute_1.png, grid_diverging_1.png, ..."""
+    return f"grid_{mode}_{index + 1}.png"
 
 
 def verdict_heading(cfg) -> str:

@@ -214,7 +214,7 @@ def saliency_grid(
     n_cols = n_stage + 1
     cell = float(np.clip(12.0 / n_cols, 0.9, 1.6))
     pad = 0.04  # between cells
-    font = 9.0
+    font = 10.0   # method and column labels: larger than the captions and tick-sized text
     small = 8.0
 
     wrapped = [_wrap(lbl, 18) for lbl in labels]
@@ -280,7 +280,13 @@ def saliency_grid(
                      ha="right", va="center", fontsize=font)
             for s in range(n_stage):
                 ax = add_cell(x_stage0 + s * step, y)
-                ax.imshow(arrays[m][i, s], cmap=cmap, vmin=vmin, vmax=vmax)
+                shown = arrays[m][i, s]
+                ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax)
+                finite = shown[np.isfinite(shown)]
+                if finite.size == 0 or finite.min() == finite.max():  # nothing to rank: correlation undefined
+                    ax.text(0.5, 0.5, "constant\nmap", transform=ax.transAxes, ha="center", va="center",
+                            fontsize=small, color="tab:red", fontstyle="italic",
+                            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})
                 if i == 0 and r == 0:
                     if rotate:
                         ax.text(0.3, 1.03, column_labels[s], transform=ax.transAxes, rotation=45,
@@ -293,12 +299,19 @@ def saliency_grid(
 
 
 # Similarity curves -------------------------------------------------------------------------------
-def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: str = "") -> None:
+def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: str = "",
+                      controls=()) -> None:
+    """Write similarity_figure(...) as a PNG to `path`."""
+    _save(similarity_figure(summary, metrics, title, controls), path)
+
+
+def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = "", controls=()) -> Figure:
     """Paper Fig. 4 style: one panel per metric, mean similarity vs. randomization stage.
 
     x = stages in ascending order (evenly spaced, tick labels = `block` names), y = mean, one line per
-    method (order of first appearance in `summary`) with a shaded band ci_low..ci_high. NaN means are
-    not drawn. y range [-1.05, 1.05] with a light line at 0; one shared legend below the panels.
+    method (order of first appearance in `summary`) with a light band ci_low..ci_high; model-free `controls`
+    are grey dashed lines without a band. NaN means are not drawn. y range [-1.05, 1.05] with a light line at
+    0; one legend in a column at the right, inside the figure.
     """
     df, metrics = _validate_summary(summary, metrics, "similarity_curves")
     dup = df.duplicated(["metric", "method", "stage"])
@@ -315,6 +328,7 @@ def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: 
     xticklabels = [block_of[s] for s in stages]
     xpos = {s: k for k, s in enumerate(stages)}
     methods = _unique_in_order(df["method"])
+    methods = [m for m in methods if m not in controls] + [m for m in methods if m in controls]
     colors = _method_colors(methods)
 
     n_st = len(stages)
@@ -329,9 +343,9 @@ def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: 
     nrows, ncols = _panel_grid(len(metrics))
     panel_w = max(4.0, 0.32 * n_st + 1.5)
     panel_h = 3.4 + (longest * (1.0 if rotation == 90 else 0.7 if rotation else 0.0))
-    legend_rows = math.ceil(len(methods) / min(len(methods), 6))
-    fig_w = ncols * panel_w + 0.6
-    fig_h = nrows * panel_h + 0.35 * legend_rows + 0.5 + (0.4 if title else 0.0)
+    legend_w = max(_text_width(m, 9) for m in methods) + 0.9
+    fig_w = ncols * panel_w + 0.6 + legend_w
+    fig_h = max(nrows * panel_h + 0.5 + (0.4 if title else 0.0), 0.25 * len(methods) + 1.0)
     fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
 
@@ -348,12 +362,12 @@ def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: 
             lo = d["ci_low"].to_numpy(dtype=float)
             hi = d["ci_high"].to_numpy(dtype=float)
             ok_band = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
-            if ok_band.any():
+            if ok_band.any() and m not in controls:
                 ax.fill_between(x, np.where(ok_band, lo, 0.0), np.where(ok_band, hi, 0.0),
-                                where=ok_band, color=colors[m], alpha=0.18, lw=0,
+                                where=ok_band, color=colors[m], alpha=0.08, lw=0,
                                 interpolate=False)
             if np.isfinite(y).any():
-                ax.plot(x, y, color=colors[m], marker=_MARKERS[j % len(_MARKERS)], ms=4, lw=1.5)
+                ax.plot(x, y, **_line_style(m, j, colors, controls))
         ax.set_title(str(metric), fontsize=11)
         ax.set_ylim(-1.05, 1.05)
         ax.set_xlim(-0.4, n_st - 0.6)
@@ -370,22 +384,27 @@ def similarity_curves(path, summary: "pd.DataFrame", metrics: list[str], title: 
     for k in range(len(metrics), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
 
-    handles = [Line2D([], [], color=colors[m], marker=_MARKERS[j % len(_MARKERS)], ms=4, lw=1.5)
-               for j, m in enumerate(methods)]
-    fig.legend(handles, methods, loc="outside lower center", ncol=min(len(methods), 6),
-               fontsize=9, frameon=False)
+    handles = [Line2D([], [], **_line_style(m, j, colors, controls)) for j, m in enumerate(methods)]
+    labels = [f"{m} (control)" if m in controls else m for m in methods]
+    fig.legend(handles, labels, loc="outside right upper", ncol=1, fontsize=9, frameon=False)
     if title:
         fig.suptitle(title, fontsize=12)
-    _save(fig, path)
+    return fig
+
+
+def _line_style(method: str, index: int, colors: dict, controls) -> dict:
+    if method in controls:
+        return {"color": "0.55", "linestyle": "--", "marker": _MARKERS[index % len(_MARKERS)], "ms": 3, "lw": 1.2}
+    return {"color": colors[method], "marker": _MARKERS[index % len(_MARKERS)], "ms": 4, "lw": 1.5}
 
 
 # Data-randomization bars -------------------------------------------------------------------------
-def data_test_bars(path, summary: "pd.DataFrame", metrics: list[str], title: str = "") -> None:
+def data_test_bars(path, summary: "pd.DataFrame", metrics: list[str], title: str = "", controls=()) -> None:
     """Paper Fig. 6 style: one panel per metric, one bar per method (height = mean).
 
     `summary` holds the comparison rows only (true-label vs permuted-label model): at most one row per
     (metric, method). Error bars span ci_low..ci_high; undefined (NaN) means get no bar, only an
-    'n/a' mark. y range [-1.05, 1.05] with a light line at 0.
+    'n/a' mark; model-free `controls` are grey hatched bars. y range [-1.05, 1.05] with a light line at 0.
     """
     df, metrics = _validate_summary(summary, metrics, "data_test_bars")
     dup = df.duplicated(["metric", "method"])
@@ -422,7 +441,9 @@ def data_test_bars(path, summary: "pd.DataFrame", metrics: list[str], title: str
             if not np.isfinite(mean):
                 ax.text(x[j], 0.03, "n/a", ha="center", va="bottom", fontsize=7, color="0.4")
                 continue
-            ax.bar(x[j], mean, width=0.7, color=colors[m], edgecolor="black", lw=0.5)
+            control = m in controls
+            ax.bar(x[j], mean, width=0.7, color="0.8" if control else colors[m], edgecolor="black", lw=0.5,
+                   hatch="//" if control else None)
             if np.isfinite(lo) and np.isfinite(hi):
                 yerr = np.array([[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]])
                 ax.errorbar(x[j], mean, yerr=yerr, fmt="none", ecolor="black", capsize=3, lw=1)

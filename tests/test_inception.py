@@ -129,7 +129,7 @@ def test_sanity_run_inception_cascading_end_to_end(sanity, tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics.drop_duplicates("stage")["block"].tolist() == ["trained"] + PAPER
     assert (metrics["model"] == "inception").all()
-    for name in ("grid_absolute.png", "grid_diverging.png", "similarity.png", "verdict.csv", "manifest.json"):
+    for name in ("grid_absolute_1.png", "grid_diverging_1.png", "similarity.png", "verdict.csv", "manifest.json"):
         assert (run / name).exists()
 
 

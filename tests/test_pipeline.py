@@ -11,8 +11,8 @@ from matplotlib import image as mpimg
 
 from conftest import make_idx_dataset, run_dirs
 
-FILES = ["metrics.csv", "summary.csv", "verdict.csv", "models.csv", "manifest.json", "null.csv", "grid_absolute.png",
-         "grid_diverging.png", "similarity.png"]
+FILES = ["metrics.csv", "summary.csv", "verdict.csv", "models.csv", "manifest.json", "null.csv", "grid_absolute_1.png",
+         "grid_diverging_1.png", "similarity.png"]
 SMALL = ("n_images=4", "grid_images=2", "budget.smoothgrad_samples=3", "budget.vargrad_samples=3",
          "budget.ig_steps=4")
 # Small training for the data test: 300 images, so the permuted-label model memorises within seconds (the CNN in
@@ -81,7 +81,7 @@ def test_cascading_writes_every_output(sanity, tmp_path, model, blocks):
     assert manifest["data_provenance"]["source"] == "bundled"
     assert manifest["versions"]["tensorflow"] and manifest["seed"] == 0
     assert set(manifest["phase_seconds"]) >= {"data", "model", "explain_randomize_compare", "write"}
-    for picture in ("grid_absolute.png", "grid_diverging.png", "similarity.png"):
+    for picture in ("grid_absolute_1.png", "grid_diverging_1.png", "similarity.png"):
         assert_picture(run / picture)
 
 

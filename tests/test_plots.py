@@ -228,3 +228,59 @@ def test_data_test_bars_all_nan_and_validation(tmp_path):
     with pytest.raises(ValueError, match="DataFrame"):
         plots.data_test_bars(tmp_path / "y.png", {"mean": [1]}, ["m1"])
     _no_temp_files(tmp_path, ["b.png"])
+
+
+# ---- readable at natural size (issue 15) ---------------------------------------------------------
+DEFAULT_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad_gradient",
+                   "smoothgrad_integrated_gradients", "vargrad", "guided_backprop", "gradcam", "guided_gradcam",
+                   "sobel", "random"]
+
+
+def test_the_legend_lies_inside_the_figure_and_controls_are_grey_dashed():
+    """The default run's 11 methods (the longest name 31 characters) on 4 panels: the legend's box is inside the
+    figure (it used to run off the left edge), controls are dashed grey and labelled as such."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    summary = _summary(np.random.default_rng(1), DEFAULT_METHODS, ["spearman_abs", "spearman", "ssim", "hog"],
+                       STAGES5)
+    fig = plots.similarity_figure(summary, ["spearman_abs", "spearman", "ssim", "hog"], "title",
+                                  controls={"sobel", "random"})
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    (legend,) = fig.legends
+    box, page = legend.get_window_extent(canvas.get_renderer()), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, (box, page)
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels[-2:] == ["sobel (control)", "random (control)"] and labels[0] == "gradient"  # controls last
+    lines = {line.get_label(): line for line in legend.get_lines()}
+    dashed = [handle.get_linestyle() for handle in legend.legend_handles]
+    assert dashed[-2:] == ["--", "--"] and dashed[0] == "-" and lines is not None
+    for axes in fig.axes:  # labels at least as large as the tick labels
+        ticks = [t.get_fontsize() for t in axes.get_xticklabels()]
+        assert axes.title.get_fontsize() >= max(ticks)
+
+
+def test_one_grid_per_image_fits_a_screen_and_marks_constant_maps(tmp_path):
+    """The default run's 11 methods x (input + 5 stages) for one image: each side within 2,600 px (the old
+    three-image column was 848 x 4108 px with unreadable labels), and a constant map says so."""
+    rng = np.random.default_rng(2)
+    maps = {m: _blob_maps(rng, 1, 5, 28, 28, signed=False) for m in DEFAULT_METHODS}
+    maps["gradcam"][0, 3] = 0.0  # constant: its correlation is undefined
+    out = tmp_path / "grid_absolute_1.png"
+    plots.saliency_grid(out, rng.uniform(size=(1, 28, 28, 1)), maps, STAGES5, "absolute",
+                        input_captions=["#7 seven"], title="mnist_cnn on mnist: cascading randomization")
+    with Image.open(out) as image:
+        width, height = image.size
+    assert 600 <= width <= 2600 and 600 <= height <= 2600, (width, height)
+
+    from matplotlib.figure import Figure
+
+    captured = []
+    real_save = plots._save
+    try:
+        plots._save = lambda fig, path, dpi=None: captured.append(fig)
+        plots.saliency_grid(out, rng.uniform(size=(1, 28, 28, 1)), maps, STAGES5, "absolute")
+    finally:
+        plots._save = real_save
+    texts = [t.get_text() for ax in captured[0].axes for t in ax.texts]
+    assert texts.count("constant\nmap") == 1 and isinstance(captured[0], Figure)
