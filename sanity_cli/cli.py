@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "train (or load from the cache) one model: labels=true|permuted",
     "reproduce": "re-run a named suite unattended (cron); exit 1 when a verdict changed: reproduce SUITE "
                  "[--results DIR] [overrides]",
+    "report": "(re)build report.html of a finished run, sweep or reproduce run: report DIR [DIR ...]",
 }
 def help_text() -> str:
     lines = ["usage: sanity COMMAND [hydra overrides] [-m] [--cfg job] [--debug]", "",
@@ -41,6 +42,7 @@ def help_text() -> str:
               "  sanity train model=mnist_mlp labels=permuted",
               "  sanity run resume=true                       # continue the killed run of this config",
               "  sanity reproduce paper_mnist                 # for cron: exit 1 when a verdict changed",
+              "  sanity report results/2026-11-25/10-00-00_mnist_cnn_mnist_cascading   # rebuild report.html",
               "  sanity run --cfg job                         # print the composed config",
               "", f"configs: {config_dir()}"]
     return "\n".join(lines)
@@ -73,6 +75,8 @@ def _main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1" if debug else "0")
     if command == "reproduce":
         return _reproduce(args, debug)
+    if command == "report":
+        return _report(args, debug)
     informational = any(a.split("=")[0] in INFO_FLAGS for a in args)
     created: list[Path] = []
     try:
@@ -154,6 +158,22 @@ def train_directories(job: Job) -> list[str]:
         job.run_dir = output_dir(job.full.hydra, "run")
     subdir = patterns["sweep"]["subdir"]
     return [f"hydra.sweep.subdir={subdir.replace(test, 'train')}"] if test in subdir else []
+
+
+def _report(args: list[str], debug: bool) -> int:
+    from .pages import build
+
+    if not args or any(a.startswith("-") or "=" in a for a in args):
+        fail("usage: sanity report DIR [DIR ...]; DIR is a finished run, sweep or reproduce-run directory")
+    try:
+        for directory in args:
+            for page in build(Path(directory)):
+                print(f"page: {page}")
+    except SanityError as err:
+        if debug:
+            raise
+        fail(str(err))
+    return 0
 
 
 def _reproduce(args: list[str], debug: bool) -> int:

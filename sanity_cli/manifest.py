@@ -47,9 +47,20 @@ def device_summary() -> str:
     return "CPU (TensorFlow sees no GPU)"
 
 
-def build_manifest(cfg: DictConfig, *, dataset, models, phases, started, extra=None) -> dict:
+def invocation(command: str) -> list[str]:
+    """The `sanity` command that reproduces this job: its overrides as Hydra recorded them (a sweep job's own
+    values), or the process's argv outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return ["sanity", command, *HydraConfig.get().overrides.task]
+    except ValueError:  # not running under Hydra
+        return list(sys.argv)
+
+
+def build_manifest(cfg: DictConfig, *, dataset, models, phases, started, extra=None, command: str = "run") -> dict:
     return {
-        "command": sys.argv,
+        "command": invocation(command),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "versions": versions(),

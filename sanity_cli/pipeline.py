@@ -360,15 +360,6 @@ def grid_file(mode: str, index: int) -> str:
     return f"grid_{mode}_{index + 1}.png"
 
 
-def verdict_heading(cfg) -> str:
-    """What the verdict means, in one line."""
-    if cfg.verdict.rule == "threshold":
-        return (f"Verdict ({cfg.verdict.metric}, threshold rule: FAIL = similarity after randomization >= "
-                f"{cfg.verdict.threshold})")
-    return (f"Verdict ({cfg.verdict.metric}, baseline rule: PASS = after randomization no more similar than the "
-            f"trained model's maps of two different images (null); FAIL = clearly more similar)")
-
-
 def model_rows(cfg, *trained_models) -> pd.DataFrame:
     return pd.DataFrame([{"model": cfg.model.name, "labels": t.labels, "cache_key": t.key, **t.info}
                          for t in trained_models])
@@ -437,10 +428,13 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
                                     "config_fingerprint": units.fingerprint, "resumed_units": resumed_units,
                                     "self_checks": checks.as_dict()}))
         directory.remove_units()
+        from .pages import run_page
+
+        run_page(run_dir)  # report.html, built from the files just written
     finally:
         if owned:
             directory.release()
-    print(f"\n{verdict_heading(cfg)}:")
+    print(f"\n{report.verdict_heading(cfg.verdict)}:")
     print(report.format_verdict(verdict))
     if permuted is not None:
         print(f"\nmodels: true-label test accuracy {trained.info['test_accuracy']:.3f}; permuted-label train "
@@ -467,7 +461,7 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> t
     models_table = model_rows(cfg, trained)
     write_json(run_dir / "manifest.json", build_manifest(cfg, dataset=dataset,
                                                          models=models_table.to_dict(orient="records"),
-                                                         phases={}, started=started))
+                                                         phases={}, started=started, command="train"))
     directory.remove_units()  # the claim's lock and fingerprint, once the manifest says it is finished
     print(f"{trained.labels}-label {cfg.model.name}: train accuracy {trained.info['train_accuracy']:.3f}, "
           f"test accuracy {trained.info['test_accuracy']:.3f} (cache key {trained.key}, {trained.info['cache']})")

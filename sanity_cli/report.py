@@ -215,3 +215,12 @@ def format_verdict(table: pd.DataFrame) -> str:
         lines.append(f"reference rows ({names}): model-free controls; their similarity shows what a map that "
                      f"ignores the model scores, so they get no verdict.")
     return "\n".join(lines)
+
+
+def verdict_heading(verdict_cfg) -> str:
+    """What the verdict means, in one line (verdict_cfg: the config's `verdict` node or an equal mapping)."""
+    if verdict_cfg["rule"] == "threshold":
+        return (f"Verdict ({verdict_cfg['metric']}, threshold rule: FAIL = similarity after randomization >= "
+                f"{verdict_cfg['threshold']})")
+    return (f"Verdict ({verdict_cfg['metric']}, baseline rule: PASS = after randomization no more similar than the "
+            f"trained model's maps of two different images (null); FAIL = clearly more similar)")

@@ -175,6 +175,9 @@ def reproduce(suite: str, extra: list[str], results: Path, source: ConfigSource 
         current = collect_verdicts(run_dir, jobs)
         with atomic_path(run_dir / SUITE_VERDICT) as tmp:
             current.to_csv(tmp, index=False, float_format="%.8g")
+        from .pages import suite_page
+
+        suite_page(run_dir)
         point(suite_root / "latest", run_dir)
         point(results / "latest", run_dir)
         known = last_known_verdicts(earlier)

@@ -58,6 +58,10 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         verdict = write_sweep_tables(sweep_dir)
+        if not verdict.empty:
+            from .pages import sweep_page
+
+            sweep_page(sweep_dir)
         failures = failed_jobs(sweep_dir)
         FAILED_JOBS.extend(job for job, _ in failures if job not in FAILED_JOBS)  # + refused ones (no error.txt)
         if failures:
@@ -70,4 +74,5 @@ class SweepSummary(Callback):
         for (model, data, test), group in verdict.groupby(["model", "data", "test"], sort=False):
             print(f"\n{model} / {data} / {test}")
             print(format_verdict(group))
-        print(f"\nsweep tables: {sweep_dir / 'sweep_summary.csv'}, {sweep_dir / 'sweep_verdict.csv'}")
+        print(f"\nsweep tables: {sweep_dir / 'sweep_summary.csv'}, {sweep_dir / 'sweep_verdict.csv'}; page: "
+              f"{sweep_dir / 'report.html'}")

@@ -1,0 +1,165 @@
+"""Self-contained HTML pages (Jinja2 templates in sanity_cli/templates/): `report.html` of a run and of a sweep,
+built from the files the run or sweep wrote, so `sanity report DIR` can (re)build them for old directories too.
+
+Figures are embedded as data URIs; the only links are to the CSV and JSON files beside the page. No network
+fetch, no external CSS or JavaScript: the page opens offline and prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import SanityError
+from .io import write_text
+from .report import verdict_heading
+
+PAGE = "report.html"
+RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "models.csv", "manifest.json")
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("sanity_cli", "templates"), autoescape=select_autoescape(),
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _number(value, digits: int = 3) -> str:
+    return "" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _interval(low, high) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def verdict_rows(verdict: pd.DataFrame) -> list[dict]:
+    """The verdict table as the page shows it: the console's order (controls last), numbers rounded as there."""
+    return [{"method": row.method, "role": row.role, "similarity": _number(row.similarity),
+             "ci": _interval(row.ci_low, row.ci_high), "null": _number(row.null_similarity),
+             "null_ci": _interval(row.null_ci_low, row.null_ci_high), "n": int(row.n), "verdict": row.verdict,
+             "reason": row.reason if isinstance(row.reason, str) else ""}
+            for row in verdict.itertuples()]
+
+
+def grid_images(run_dir: Path, mode: str) -> list[Path]:
+    return sorted(run_dir.glob(f"grid_{mode}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+
+
+def run_page(run_dir: Path) -> Path:
+    """Write run_dir/report.html from the finished run's files; returns its path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").exists() or not (run_dir / "verdict.csv").exists():
+        raise SanityError(f"{run_dir} holds no finished sanity run (manifest.json and verdict.csv); "
+                          f"give a run, sweep or suite directory")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    config = manifest["config"]
+    verdict = pd.read_csv(run_dir / "verdict.csv")
+    models = pd.read_csv(run_dir / "models.csv") if (run_dir / "models.csv").exists() else pd.DataFrame()
+    captions = [f"image #{i}, class {t}" for i, t in zip(manifest.get("explained_images", []),
+                                                         manifest.get("targets", []))]
+    grids = {mode: [{"src": data_uri(path), "caption": captions[k] if k < len(captions) else path.stem}
+                    for k, path in enumerate(grid_images(run_dir, mode))] for mode in ("absolute", "diverging")}
+    similarity = run_dir / "similarity.png"
+    test = config["test"]["name"]
+    header = [("model", config["model"]["name"]), ("data", f"{config['data']['name']} "
+                                                            f"({manifest.get('data_provenance', {}).get('source', '')})"),
+              ("test", test), ("budget", config["budget"]["name"]), ("seed", manifest.get("seed")),
+              ("images explained", len(manifest.get("explained_images", []))),
+              ("device", manifest.get("device", "")), ("started", manifest.get("started", "")),
+              ("time taken", f"{manifest.get('wall_seconds', float('nan')):.1f} s"),
+              ("versions", ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))),
+              ("git commit", manifest.get("git_commit", ""))]
+    argv = manifest.get("command") or ["sanity", "run"]
+    counts = verdict["verdict"].value_counts()
+    page = _environment().get_template("run.html.j2").render(
+        title=f"sanity: {config['model']['name']} on {config['data']['name']}, {test} randomization",
+        summary_line=", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference")
+                               if v in counts),
+        header=header, command=shlex.join(["sanity", *argv[1:]]),
+        verdict_heading=verdict_heading(config["verdict"]), verdict=verdict_rows(verdict),
+        compared=f"compared: {verdict['compared'].iloc[0]}" if len(verdict) else "",
+        similarity=data_uri(similarity) if similarity.exists() else None,
+        similarity_caption=("true-label vs permuted-label model, mean similarity per method with its 95% interval"
+                            if test == "data" else "mean similarity per randomization stage with its 95% "
+                            "interval; controls grey dashed"),
+        grids=grids if grids["absolute"] or grids["diverging"] else None,
+        models_columns=list(models.columns), models=[[_cell(v) for v in row] for row in models.itertuples(index=False)],
+        self_checks=[(k, v) for k, v in manifest.get("self_checks", {}).items() if not isinstance(v, dict)],
+        files=[name for name in RUN_FILES if (run_dir / name).exists()])
+    write_text(run_dir / PAGE, page)
+    return run_dir / PAGE
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else f"{value:.4g}"
+    return str(value)
+
+
+def jobs_page(directory: Path, verdict: pd.DataFrame, title: str, explanation: str, files: list[str],
+              job_columns: list[str] = (), failed: list[tuple[str, str]] = ()) -> Path:
+    """A page with one row per job and method (the verdicts side by side), each job linking to its own page; for
+    a sweep (sweep_verdict.csv) or a night of `sanity reproduce` (suite_verdict.csv)."""
+    directory = Path(directory)
+    rows = []
+    for row in verdict.itertuples():
+        job_page = next((p for p in (directory / str(row.job) / PAGE,) if p.exists()), None)
+        rows.append({"job": row.job, "page": f"{row.job}/{PAGE}" if job_page else None,
+                     "columns": [getattr(row, c) for c in job_columns], **verdict_rows(pd.DataFrame([row._asdict()]))[0]})
+    counts = verdict["verdict"].value_counts() if len(verdict) else pd.Series(dtype=int)
+    page = _environment().get_template("jobs.html.j2").render(
+        title=title, explanation=explanation, job_columns=list(job_columns), rows=rows, failed=list(failed),
+        summary_line=f"{verdict['job'].nunique() if len(verdict) else 0} jobs; " + ", ".join(
+            f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference") if v in counts),
+        files=[name for name in files if (directory / name).exists()])
+    write_text(directory / PAGE, page)
+    return directory / PAGE
+
+
+def sweep_page(sweep_dir: Path) -> Path:
+    from .rundir import failed_jobs
+    from .sweep import combine
+
+    sweep_dir = Path(sweep_dir)
+    for manifest in sweep_dir.rglob("manifest.json"):
+        if (manifest.parent / "verdict.csv").exists() and not (manifest.parent / PAGE).exists():
+            run_page(manifest.parent)
+    _, verdict = combine(sweep_dir)
+    return jobs_page(sweep_dir, verdict, f"sanity sweep: {sweep_dir.name}",
+                     "Every job's verdicts side by side (each job's name links to its own page).",
+                     ["sweep_verdict.csv", "sweep_summary.csv", "multirun.yaml"],
+                     ["model", "data", "test", "budget", "seed"], failed_jobs(sweep_dir))
+
+
+def suite_page(night_dir: Path) -> Path:
+    """The page of one `sanity reproduce` run (a night): its suite_verdict.csv, each job linking to its page."""
+    night_dir = Path(night_dir)
+    for job in night_dir.iterdir():
+        if job.is_dir() and (job / "verdict.csv").exists() and (job / "manifest.json").exists():
+            run_page(job)
+    verdict = pd.read_csv(night_dir / "suite_verdict.csv")
+    return jobs_page(night_dir, verdict, f"sanity reproduce: {night_dir.parent.name}, {night_dir.name}",
+                     "Every job's verdicts in this run of the suite (each job's name links to its own page).",
+                     ["suite_verdict.csv", "reproduce.log"])
+
+
+def build(directory: Path) -> list[Path]:
+    """`sanity report DIR`: (re)build the page(s) of a finished run, a sweep, or a reproduce run (night)."""
+    directory = Path(directory).expanduser()
+    if (directory / "manifest.json").exists() and (directory / "verdict.csv").exists():
+        return [run_page(directory)]
+    if (directory / "suite_verdict.csv").exists():
+        return [suite_page(directory)]
+    if (directory / "sweep_verdict.csv").exists() or (directory / "multirun.yaml").exists():
+        return [sweep_page(directory)]
+    raise SanityError(f"{directory} holds no finished sanity run, sweep or reproduce run (no verdict.csv, "
+                      f"sweep_verdict.csv or suite_verdict.csv); give one of those directories")

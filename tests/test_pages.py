@@ -1,0 +1,129 @@
+"""report.html pages: built from a run's (sweep's, suite night's) files, self-contained, and saying what the
+tables say. A real run makes the files; the page is parsed with html.parser."""
+
+from __future__ import annotations
+
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sanity_cli import pages
+
+from test_cli import assert_one_line_error
+
+CHEAP = ("method=[gradient,guided_backprop,sobel]", "metric=[spearman_abs,ssim]", "n_images=4", "grid_images=2")
+
+
+class Page(HTMLParser):
+    """Every src/href, every img, and the verdict table's cells, row by row."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.refs, self.images, self.rows, self._table, self._row, self._cell = [], [], [], None, None, None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.refs += [attrs[k] for k in ("src", "href") if k in attrs]
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "table" and attrs.get("id") in ("verdict", "verdicts"):
+            self._table = []
+        if tag == "tr" and self._table is not None:
+            self._row = []
+        if tag == "td" and self._row is not None:
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        if tag == "tr" and self._row:
+            self._table.append(self._row)
+            self._row = None
+        if tag == "table" and self._table is not None:
+            self.rows, self._table = self._table, None
+
+
+def assert_self_contained(page: Page, directory: Path) -> None:
+    for ref in page.refs:
+        assert ref.startswith("data:image/png;base64,") or (
+            "://" not in ref and not ref.startswith("/") and (directory / ref).exists()), ref
+
+
+def test_a_run_page_says_what_verdict_csv_says_and_embeds_every_figure(sanity, tmp_path):
+    result = sanity("run", *CHEAP, "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    page = Page((run / "report.html").read_text())
+    verdict = pd.read_csv(run / "verdict.csv")
+    assert [row[0] for row in page.rows] == verdict["method"].tolist()
+    for row, expected in zip(page.rows, verdict.itertuples()):
+        assert row[1] == f"{expected.similarity:.3f}" and row[6] == expected.verdict
+        assert row[3] == ("" if pd.isna(expected.null_similarity) else f"{expected.null_similarity:.3f}")
+    figures = sorted(p.name for p in run.glob("*.png"))
+    assert len(figures) == 5 and len(page.images) == len(figures)  # 2 images x 2 modes + similarity
+    assert_self_contained(page, run)
+    assert "sanity run " in (run / "report.html").read_text()  # the command to reproduce it
+
+
+def test_sanity_report_rebuilds_run_and_sweep_pages_and_refuses_other_directories(sanity, tmp_path):
+    result = sanity("run", "-m", *CHEAP, "plots=false", "seed=0,1", "hydra.sweep.dir=sweep")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    page = Page((sweep / "report.html").read_text())
+    verdict = pd.read_csv(sweep / "sweep_verdict.csv")
+    assert len(page.rows) == len(verdict) and {row[0] for row in page.rows} == set(verdict["job"])
+    assert_self_contained(page, sweep)
+    assert sum(ref.endswith("/report.html") for ref in page.refs) == len(verdict)  # each row links its job
+
+    job = next(p.parent for p in sweep.rglob("verdict.csv") if p.parent != sweep)
+    (job / "report.html").unlink()
+    again = sanity("report", str(job), str(sweep))
+    assert again.returncode == 0 and (job / "report.html").exists()
+    assert again.stdout.count("page: ") == 2
+
+    empty = tmp_path / "nothing here"
+    empty.mkdir()
+    assert_one_line_error(sanity("report", str(empty)), "holds no finished sanity run", str(empty))
+    assert not list(empty.iterdir())
+
+
+def test_a_suite_night_page_links_each_job(tmp_path):
+    """Built from files alone (no run): a night with one job's finished run copied in."""
+    night = tmp_path / "reproduce" / "nightly" / "2026-01-01_03-00-00"
+    (night / "job").mkdir(parents=True)
+    pd.DataFrame([{"job": "job", "method": "gradient", "role": "method", "similarity": 0.1, "ci_low": 0.0,
+                   "ci_high": 0.2, "n": 4, "null_similarity": 0.1, "null_ci_low": 0.0, "null_ci_high": 0.3,
+                   "verdict": "PASS", "reason": "no more similar than maps of two different images"}]
+                 ).to_csv(night / "suite_verdict.csv", index=False)
+    (page_path,) = pages.build(night)
+    page = Page(page_path.read_text())
+    assert page.rows == [["job", "gradient", "0.100", "[+0.00, +0.20]", "0.100", "PASS",
+                          "no more similar than maps of two different images"]]
+    assert_self_contained(page, night)
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no headless browser here: CI has no internet beyond package registries, so neither "
+                           "Debian's chromium nor Playwright's downloaded browser can be installed; the page is "
+                           "checked by parsing instead")
+def test_the_page_renders_in_a_headless_browser(sanity, tmp_path):
+    import subprocess
+
+    assert sanity("run", *CHEAP, "hydra.run.dir=run").returncode == 0
+    browser = next(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b))
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", f"--screenshot={shot}", "--window-size=1280,2000",
+                    (tmp_path / "run" / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+    import numpy as np
+
+    assert np.asarray(Image.open(shot).convert("L"), float).std() > 10
