@@ -153,7 +153,8 @@ def suite_page(night_dir: Path) -> Path:
 
 
 def build(directory: Path) -> list[Path]:
-    """`sanity report DIR`: (re)build the page(s) of a finished run, a sweep, or a reproduce run (night)."""
+    """`sanity report DIR`: (re)build the page(s) of a finished run, a sweep, a reproduce run (night), or a suite's
+    directory (every night's page and history.html)."""
     directory = Path(directory).expanduser()
     if (directory / "manifest.json").exists() and (directory / "verdict.csv").exists():
         return [run_page(directory)]
@@ -161,5 +162,64 @@ def build(directory: Path) -> list[Path]:
         return [suite_page(directory)]
     if (directory / "sweep_verdict.csv").exists() or (directory / "multirun.yaml").exists():
         return [sweep_page(directory)]
+    nights = [p for p in directory.glob("*/suite_verdict.csv") if not p.parent.is_symlink()]
+    if nights:  # a suite's directory: every night's page and the history
+        return [suite_page(p.parent) for p in sorted(nights)] + [history_page(directory)]
     raise SanityError(f"{directory} holds no finished sanity run, sweep or reproduce run (no verdict.csv, "
-                      f"sweep_verdict.csv or suite_verdict.csv); give one of those directories")
+                      f"sweep_verdict.csv or */suite_verdict.csv); give one of those directories")
+
+
+HISTORY = "history.html"
+
+
+def history_page(suite_root: Path) -> Path:
+    """suite_root/history.html: each job's panel plots every method's similarity over the nights of
+    `sanity reproduce` (its suite_verdict.csv files), and every verdict change between consecutive nights is
+    ringed in red and listed."""
+    import io
+
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    suite_root = Path(suite_root)
+    nights = sorted(p for p in suite_root.iterdir() if p.is_dir() and not p.is_symlink()
+                    and (p / "suite_verdict.csv").exists())
+    if not nights:
+        raise SanityError(f"{suite_root} holds no finished sanity reproduce run (no */suite_verdict.csv)")
+    table = pd.concat([pd.read_csv(n / "suite_verdict.csv").assign(night=n.name) for n in nights],
+                      ignore_index=True)
+    order = {n.name: k for k, n in enumerate(nights)}
+    table["x"] = table["night"].map(order)
+    table = table.sort_values(["job", "method", "x"])
+    table["before"] = table.groupby(["job", "method"])["verdict"].shift()
+    changed = table[table["before"].notna() & (table["before"] != table["verdict"])]
+    jobs = list(dict.fromkeys(table["job"]))
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.6 * len(nights)) + 2.5, 3.0 * len(jobs)), layout="constrained")
+    axes = fig.subplots(len(jobs), 1, squeeze=False)[:, 0]
+    for ax, job in zip(axes, jobs):
+        for method, rows in table[table["job"] == job].groupby("method", sort=False):
+            ax.plot(rows["x"], rows["similarity"], marker="o", ms=4, label=method,
+                    ls="--" if (rows["role"] == "control").all() else "-")
+        ring = changed[changed["job"] == job]
+        ax.scatter(ring["x"], ring["similarity"], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=5,
+                   label="verdict changed" if len(ring) else None)
+        ax.set_title(job, fontsize=11)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xticks(range(len(nights)))
+        ax.set_xticklabels([n.name for n in nights], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("similarity")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, facecolor="white")
+    figure = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    page = _environment().get_template("history.html.j2").render(
+        title=f"sanity reproduce {suite_root.name}: history", figure=figure,
+        summary_line=f"{len(nights)} nights, {len(jobs)} jobs, {len(changed)} verdict changes",
+        caption="similarity after randomization per method and night; red rings: the verdict changed from the "
+                "night before",
+        changes=[{"night": r.night, "job": r.job, "method": r.method, "before": r.before, "after": r.verdict,
+                  "similarity": "" if np.isnan(r.similarity) else f"{r.similarity:.3f}"}
+                 for r in changed.itertuples()],
+        nights=[n.name for n in nights if (n / PAGE).exists()])
+    write_text(suite_root / HISTORY, page)
+    return suite_root / HISTORY

@@ -175,9 +175,10 @@ def reproduce(suite: str, extra: list[str], results: Path, source: ConfigSource 
         current = collect_verdicts(run_dir, jobs)
         with atomic_path(run_dir / SUITE_VERDICT) as tmp:
             current.to_csv(tmp, index=False, float_format="%.8g")
-        from .pages import suite_page
+        from .pages import history_page, suite_page
 
         suite_page(run_dir)
+        history_page(suite_root)
         point(suite_root / "latest", run_dir)
         point(results / "latest", run_dir)
         known = last_known_verdicts(earlier)

@@ -127,3 +127,25 @@ def test_the_page_renders_in_a_headless_browser(sanity, tmp_path):
     import numpy as np
 
     assert np.asarray(Image.open(shot).convert("L"), float).std() > 10
+
+
+def test_history_lists_every_verdict_change_between_nights(tmp_path):
+    root = tmp_path / "reproduce" / "nightly"
+    for night, (verdict, similarity) in {"2026-01-01_03-00-00": ("PASS", 0.1), "2026-01-02_03-00-00": ("PASS", 0.12),
+                                         "2026-01-03_03-00-00": ("FAIL", 0.6)}.items():
+        (root / night).mkdir(parents=True)
+        pd.DataFrame([{"job": "cnn", "method": "gradient", "role": "method", "similarity": similarity,
+                       "ci_low": 0.0, "ci_high": 0.7, "n": 4, "null_similarity": 0.1, "null_ci_low": 0.0,
+                       "null_ci_high": 0.3, "verdict": verdict, "reason": ""},
+                      {"job": "cnn", "method": "sobel", "role": "control", "similarity": 1.0, "ci_low": 1.0,
+                       "ci_high": 1.0, "n": 4, "null_similarity": 0.5, "null_ci_low": 0.4, "null_ci_high": 0.6,
+                       "verdict": "reference", "reason": ""}]).to_csv(root / night / "suite_verdict.csv", index=False)
+    built = pages.build(root)
+    assert [p.name for p in built] == ["report.html"] * 3 + ["history.html"]
+    history = (root / "history.html").read_text()
+    page = Page(history)
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")
+    assert_self_contained(page, root)
+    assert "1 verdict changes" in history
+    assert "<td>2026-01-03_03-00-00</td>" not in history  # the night is a link to its page
+    assert history.count('class="FAIL">FAIL</td>') == 1 and "2026-01-03_03-00-00/report.html" in history
