@@ -64,8 +64,8 @@ def run_page(run_dir: Path) -> Path:
     config = manifest["config"]
     verdict = pd.read_csv(run_dir / "verdict.csv")
     models = pd.read_csv(run_dir / "models.csv") if (run_dir / "models.csv").exists() else pd.DataFrame()
-    captions = [f"image #{i}, class {t}" for i, t in zip(manifest.get("explained_images", []),
-                                                         manifest.get("targets", []))]
+    captions = manifest.get("captions") or [f"image #{i}, class {t}" for i, t in
+                                            zip(manifest.get("explained_images", []), manifest.get("targets", []))]
     grids = {mode: [{"src": data_uri(path), "caption": captions[k] if k < len(captions) else path.stem}
                     for k, path in enumerate(grid_images(run_dir, mode))] for mode in ("absolute", "diverging")}
     similarity = run_dir / "similarity.png"

@@ -425,6 +425,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
         write_json(run_dir / "manifest.json", build_manifest(
             cfg, dataset=dataset, models=models_table.to_dict(orient="records"), phases=timer.seconds,
             started=started, extra={"explained_images": image_ids.tolist(), "targets": targets.tolist(),
+                                    "captions": captions,
                                     "config_fingerprint": units.fingerprint, "resumed_units": resumed_units,
                                     "self_checks": checks.as_dict()}))
         directory.remove_units()
