@@ -194,12 +194,16 @@ def history_page(suite_root: Path) -> Path:
     table["before"] = table.groupby(["job", "method"])["verdict"].shift()
     changed = table[table["before"].notna() & (table["before"] != table["verdict"])]
     jobs = list(dict.fromkeys(table["job"]))
+    from .plots import _method_colors
+
+    colors = _method_colors(sorted(set(table.loc[table["role"] != "control", "method"])))
     fig = Figure(figsize=(max(6.0, 1.0 + 0.6 * len(nights)) + 2.5, 3.0 * len(jobs)), layout="constrained")
     axes = fig.subplots(len(jobs), 1, squeeze=False)[:, 0]
     for ax, job in zip(axes, jobs):
         for method, rows in table[table["job"] == job].groupby("method", sort=False):
-            ax.plot(rows["x"], rows["similarity"], marker="o", ms=4, label=method,
-                    ls="--" if (rows["role"] == "control").all() else "-")
+            control = (rows["role"] == "control").all()
+            ax.plot(rows["x"], rows["similarity"], marker="o", ms=4, label=f"{method} (control)" if control else method,
+                    ls="--" if control else "-", color="0.55" if control else colors[method])
         ring = changed[changed["job"] == job]
         ax.scatter(ring["x"], ring["similarity"], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=5,
                    label="verdict changed" if len(ring) else None)
