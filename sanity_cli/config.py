@@ -124,6 +124,8 @@ def validate(cfg: DictConfig) -> None:
     train_settings(cfg)
     validate_model_and_data(cfg)
     if cfg.test.name != "data":
+        if cfg.test.get("order", "top_down") not in randomize.ORDERS:
+            raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {cfg.test.order!r}")
         if cfg.test.init not in randomize.INITS:
             raise SanityError(f"test.init must be one of {', '.join(randomize.INITS)}, got {cfg.test.init!r}")
         if isinstance(cfg.test.init_std, bool) or not isinstance(cfg.test.init_std, (int, float)) \

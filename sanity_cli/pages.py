@@ -126,14 +126,16 @@ def jobs_page(directory: Path, verdict: pd.DataFrame, title: str, explanation: s
 
 
 def sweep_page(sweep_dir: Path) -> Path:
+    """The sweep's page from its sweep_verdict.csv (written by sweep.write_sweep_tables), each job linking to its
+    page (built here if a job has none yet)."""
     from .rundir import failed_jobs
-    from .sweep import combine
 
     sweep_dir = Path(sweep_dir)
     for manifest in sweep_dir.rglob("manifest.json"):
         if (manifest.parent / "verdict.csv").exists() and not (manifest.parent / PAGE).exists():
             run_page(manifest.parent)
-    _, verdict = combine(sweep_dir)
+    table = sweep_dir / "sweep_verdict.csv"
+    verdict = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["job", "verdict"])
     return jobs_page(sweep_dir, verdict, f"sanity sweep: {sweep_dir.name}",
                      "Every job's verdicts side by side (each job's name links to its own page).",
                      ["sweep_verdict.csv", "sweep_summary.csv", "multirun.yaml"],

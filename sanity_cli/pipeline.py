@@ -143,11 +143,15 @@ def stage_targets(cfg: DictConfig, targets: np.ndarray, logits: np.ndarray) -> n
 
 # ---------------------------------------------------------------- randomize
 
-def plan_stages(test: str, blocks: list[randomize.Block]) -> list[Stage]:
-    """cascading: stage k randomizes blocks 1..k (one more block per stage, from the logits down);
-    independent: stage k randomizes block k alone."""
+def plan_stages(test: str, blocks: list[randomize.Block], order: str = "top_down") -> list[Stage]:
+    """cascading: stage k randomizes blocks 1..k (one more block per stage), from the logits down (`top_down`, the
+    paper) or from the input up (`bottom_up`: Binder et al. 2023; Hedström et al. 2023 show that top-down leaves
+    the lower layers, which dominate some methods' maps, intact until the last stages); independent: stage k
+    randomizes block k alone (`order` only sets the column order). `blocks` are listed output first."""
+    if order not in randomize.ORDERS:
+        raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {order!r}")
     stages = [Stage(0, "trained")]
-    for k, block in enumerate(blocks, start=1):
+    for k, block in enumerate(blocks if order == "top_down" else blocks[::-1], start=1):
         stages.append(Stage(k, block.name, [block], restore_first=(test == "independent")))
     return stages
 
@@ -273,7 +277,7 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
     model = trained.model
     engine = methods.engine.engine_for(model)
     blocks = architectures.get(cfg.model.name).blocks(model)
-    stages = plan_stages(cfg.test.name, blocks)
+    stages = plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
     trained_weights = randomize.snapshot(model)
     trained_logits = engine.predict_logits(images, batch_size=cfg.batch_size)
     comparison = Comparison(cfg, runs, image_ids, units, checks)

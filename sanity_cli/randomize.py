@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # Keras is imported where variables are re-initialised, not b
     import keras
 
 INITS = ("layer", "truncated_normal", "uniform", "permutation")
+ORDERS = ("top_down", "bottom_up")  # cascading order: from the logits down (the paper) or from the input up
 
 
 @dataclass(frozen=True)

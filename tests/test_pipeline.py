@@ -85,11 +85,12 @@ def test_cascading_writes_every_output(sanity, tmp_path, model, blocks):
         assert_picture(run / picture)
 
 
-@pytest.mark.parametrize("test", ["independent", "cascading"])
-def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test):
+@pytest.mark.parametrize("test, order", [("independent", "top_down"), ("cascading", "top_down"),
+                                         ("cascading", "bottom_up"), ("independent", "bottom_up")])
+def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test, order):
     """independent: every block is re-initialised starting from the trained weights (the previous stage was
-    undone); cascading: starting from the previous stage's weights (earlier blocks stay random). Both end with
-    the trained weights restored."""
+    undone); cascading: starting from the previous stage's weights (earlier blocks stay random), from the logits
+    down or, with test.order=bottom_up, from the input up. All end with the trained weights restored."""
     import keras
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -102,7 +103,7 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
         cfg = compose(config_name="sanity", overrides=[f"test={test}", "method=[gradient]", "metric=[spearman_abs]",
-                                                       "n_images=2"])
+                                                       "n_images=2", f"test.order={order}"])
     GlobalHydra.instance().clear()
     OmegaConf.resolve(cfg)
     keras.utils.set_random_seed(0)
@@ -126,7 +127,8 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test):
                                          np.arange(2), units, SelfChecks(lambda *_: None))
     finally:
         units.release()
-    assert [name for name, _ in seen] == ["logits", "fc1", "conv2", "conv1"]
+    top_down = ["logits", "fc1", "conv2", "conv1"]
+    assert [name for name, _ in seen] == (top_down if order == "top_down" else top_down[::-1])
     changed_before = [count for _, count in seen]
     if test == "independent":
         assert changed_before == [0, 0, 0, 0]
