@@ -22,7 +22,7 @@ from .metrics import METRIC_NAMES
 from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
 
-TESTS = ("cascading", "independent", "data")
+TESTS = ("cascading", "independent", "data", "input_invariance")
 TARGETS = ("predicted", "label", "predicted_per_stage")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
 PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights")
@@ -123,7 +123,14 @@ def validate(cfg: DictConfig) -> None:
     normalize_labels_mode(cfg.labels)
     train_settings(cfg)
     validate_model_and_data(cfg)
-    if cfg.test.name != "data":
+    if cfg.test.name == "input_invariance":
+        for key, low in (("shift", None), ("tolerance", 0.0)):
+            value = cfg.test.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0 or (
+                    low is not None and value < low):
+                raise SanityError(f"test.{key} must be a {'positive ' if low is not None else 'non-zero '}number, "
+                                  f"got {value!r}")
+    elif cfg.test.name != "data":
         if cfg.test.get("order", "top_down") not in randomize.ORDERS:
             raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {cfg.test.order!r}")
         if cfg.test.init not in randomize.INITS:

@@ -85,7 +85,7 @@ def run_page(run_dir: Path) -> Path:
         summary_line=", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference")
                                if v in counts),
         header=header, command=shlex.join(["sanity", *argv[1:]]),
-        verdict_heading=verdict_heading(config["verdict"]), verdict=verdict_rows(verdict),
+        verdict_heading=verdict_heading(config["verdict"], test, config["test"].get("tolerance")), verdict=verdict_rows(verdict),
         compared=f"compared: {verdict['compared'].iloc[0]}" if len(verdict) else "",
         similarity=data_uri(similarity) if similarity.exists() else None,
         similarity_caption=("true-label vs permuted-label model, mean similarity per method with its 95% interval"

@@ -22,6 +22,7 @@ from . import config as config_checks
 from . import data as data_sources
 from . import architectures, methods, metrics, randomize, report, training
 from .checks import SelfChecks, finite_rows
+from .invariance import check_same_function, max_relative_difference, shift_compensated
 from .errors import SanityError
 from .io import atomic_path, write_json
 from .manifest import build_manifest, device_summary
@@ -113,13 +114,16 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
     return runs
 
 
-def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int) -> dict[str, np.ndarray]:
+def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int,
+                input_range=None) -> dict[str, np.ndarray]:
+    """Every method's maps; `input_range` (default the architecture's) is what `baseline: black` means."""
+    input_range = input_range or architectures.get(cfg.model.name).input_range
     maps = {}
     for run in tqdm(runs, desc="  methods", leave=False, disable=None):
         seed = [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed
         maps[run.name] = methods.explain(model, images, targets, run.kind, run.params,
                                          batch_size=cfg.batch_size, seed=seed, name=run.name,
-                                         input_range=architectures.get(cfg.model.name).input_range)
+                                         input_range=input_range)
     return maps
 
 
@@ -187,6 +191,7 @@ def compare_stage(reference: dict[str, np.ndarray], maps: dict[str, np.ndarray],
     unit = {}
     for name, explained in maps.items():
         unit[f"nonfinite/{name}"] = ~(finite_rows(reference[name]) & finite_rows(explained))
+        unit[f"maxdiff/{name}"] = max_relative_difference(reference[name], explained)
         for metric, params in metric_params.items():
             values, undefined = compare_where_finite(reference[name], explained, metric, params)
             unit[f"value/{name}/{metric}"] = np.asarray(values, np.float64)
@@ -214,6 +219,7 @@ class Comparison:
         self.grid_abs: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.stage_labels: list[str] = []
+        self.max_difference: dict[str, float] = {}  # input invariance: largest relative map change per method
 
     def set_reference(self, stage: "Stage", explain) -> None:
         """The reference maps (stage 0), explained now or loaded from a finished unit."""
@@ -239,6 +245,10 @@ class Comparison:
                     "block": stage.block, "method": method, "metric": metric, "image": self.image_ids,
                     "repeat": repeat, "value": unit[f"value/{method}/{metric}"],
                     "undefined": unit[f"undefined/{method}/{metric}"]}))
+            if stage.index > 0:
+                changes = unit[f"maxdiff/{method}"]
+                self.max_difference[method] = max(self.max_difference.get(method, 0.0),
+                                                  float(np.max(np.where(np.isnan(changes), np.inf, changes))))
             if repeat == 0:
                 self.grid_abs[method].append(unit[f"absolute/{method}"])
                 self.grid_div[method].append(unit[f"diverging/{method}"])
@@ -315,6 +325,28 @@ def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_
     return comparison
 
 
+def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
+                         checks: SelfChecks) -> Comparison:
+    """Kindermans et al. 2019: the same model function on inputs shifted by c (first-layer bias b - W c, logits
+    checked equal); `baseline: black` moves with the shift. The verdict compares each map with its original
+    (RunDir units keep the relative differences)."""
+    shift = float(cfg.test.shift)
+    low, high = architectures.get(cfg.model.name).input_range
+    shifted = shift_compensated(trained.model, shift)
+    original_logits = methods.engine.engine_for(trained.model).predict_logits(images, batch_size=cfg.batch_size)
+    change = check_same_function(original_logits, methods.engine.engine_for(shifted).predict_logits(
+        images + np.float32(shift), batch_size=cfg.batch_size), cfg.model.name)
+    log(f"input invariance: inputs shifted by {shift:+g}, first-layer bias compensated; logits change at most "
+        f"{change:.2g}")
+    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison.set_reference(Stage(0, "original"),
+                             lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
+    comparison.add(Stage(1, f"shifted {shift:+g}"), 0,
+                   lambda: explain_all(shifted, runs, images + np.float32(shift), targets, cfg, stage=1, repeat=0,
+                                       input_range=(low + shift, high + shift)))
+    return comparison
+
+
 def guided_methods(runs) -> set[str]:
     """Configured methods built on Guided Backprop (directly, or as SmoothGrad/VarGrad's base)."""
     return {run.name for run in runs
@@ -334,7 +366,9 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
     controls = {run.name for run in runs if not methods.get(run.kind).needs_model}
     verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, controls, rule=cfg.verdict.rule,
                              threshold=cfg.verdict.threshold, null=report.summarize_null(null),
-                             problems=problems, metrics=table)
+                             problems=problems, metrics=table,
+                             invariance=comparison.max_difference if cfg.test.name == "input_invariance" else None,
+                             tolerance=float(cfg.test.get("tolerance", 0.0)))
     for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("null.csv", null),
                         ("verdict.csv", verdict)):
         with atomic_path(run_dir / name) as tmp:
@@ -350,7 +384,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
                                     comparison.stage_labels, mode, input_captions=captions[k:k + 1],
                                     title=f"{title} ({mode} maps)")
         chosen_metrics = list(comparison.metric_params)
-        if cfg.test.name == "data":
+        if cfg.test.name in ("data", "input_invariance"):
             plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen_metrics,
                                  title=title, controls=controls)
         else:
@@ -416,6 +450,8 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
             if cfg.test.name == "data":
                 comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units,
                                                     checks)
+            elif cfg.test.name == "input_invariance":
+                comparison = run_input_invariance(cfg, trained, runs, images, targets, image_ids, units, checks)
             else:
                 comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units, checks)
             checks.finish()
@@ -439,7 +475,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
     finally:
         if owned:
             directory.release()
-    print(f"\n{report.verdict_heading(cfg.verdict)}:")
+    print(f"\n{report.verdict_heading(cfg.verdict, cfg.test.name, cfg.test.get('tolerance'))}:")
     print(report.format_verdict(verdict))
     if permuted is not None:
         print(f"\nmodels: true-label test accuracy {trained.info['test_accuracy']:.3f}; permuted-label train "

@@ -124,12 +124,14 @@ def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, r
 
 def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *, rule: str = "baseline",
             threshold: float = 0.5, null: pd.DataFrame | None = None,
-            problems: dict[str, list[str]] | None = None, metrics: pd.DataFrame | None = None) -> pd.DataFrame:
+            problems: dict[str, list[str]] | None = None, metrics: pd.DataFrame | None = None,
+            invariance: dict[str, float] | None = None, tolerance: float = 0.0) -> pd.DataFrame:
     """For each method: the similarity between trained and randomized explanations and its verdict.
 
     cascading: the last stage (every block randomized); independent: the mean over single-block stages, its
     interval over images of each image's mean over the blocks (from the tidy `metrics`; without them, the range of
-    the blocks' intervals); data: true-label vs permuted-label model. `null` is summarize_null's table; `problems` maps a method
+    the blocks' intervals); data: true-label vs permuted-label model; input_invariance: original vs shifted inputs,
+    judged on `invariance` (each method's largest relative map change): PASS when <= tolerance, else FAIL. `null` is summarize_null's table; `problems` maps a method
     (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
     constant map in any compared pair. Model-free controls get no verdict: they are `reference` rows showing
     what a map that ignores the model scores.
@@ -160,6 +162,12 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
             outcome, reason = "reference", "model-free control: no verdict"
         elif unmet:
             outcome, reason = "INCONCLUSIVE", "; ".join(unmet)
+        elif invariance is not None:
+            change = invariance.get(method, np.inf)
+            outcome, reason = (("PASS", f"maps unchanged by the input shift (largest relative change {change:.2g})")
+                               if change <= tolerance else
+                               ("FAIL", f"maps change with the input shift although the model's function does not "
+                                        f"(largest relative change {change:.2g} > {tolerance:g})"))
         elif rule == "baseline" and n < 2:
             outcome, reason = "INCONCLUSIVE", "needs at least 2 images with defined maps"
         else:
@@ -189,6 +197,8 @@ def _compared(test: str, group: pd.DataFrame) -> str:
         return f"trained vs all blocks randomized (down to {group['block'].iloc[0]})"
     if test == "independent":
         return f"trained vs each block alone ({len(group)} blocks), mean; CI over images of their mean over blocks"
+    if test == "input_invariance":
+        return "original inputs vs inputs shifted by a constant, the model's first-layer bias absorbing the shift"
     return "true-label vs permuted-label model"
 
 
@@ -217,8 +227,12 @@ def format_verdict(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def verdict_heading(verdict_cfg) -> str:
+def verdict_heading(verdict_cfg, test: str = "cascading", tolerance=None) -> str:
     """What the verdict means, in one line (verdict_cfg: the config's `verdict` node or an equal mapping)."""
+    if test == "input_invariance":
+        return (f"Verdict (input invariance: PASS = every map unchanged, within a relative {tolerance:g}, when the "
+                f"inputs are shifted and the model absorbs the shift; FAIL = the maps change; similarity: "
+                f"{verdict_cfg['metric']})")
     if verdict_cfg["rule"] == "threshold":
         return (f"Verdict ({verdict_cfg['metric']}, threshold rule: FAIL = similarity after randomization >= "
                 f"{verdict_cfg['threshold']})")
