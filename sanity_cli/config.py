@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import architectures, methods, randomize
+from . import architectures, methods, randomize, sanity_tests
 from .methods.engine import OUTPUTS
 from .methods.integrated_gradients import RULES
 from .errors import SanityError
@@ -22,7 +22,6 @@ from .metrics import METRIC_NAMES
 from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
 
-TESTS = ("cascading", "independent", "data", "input_invariance")
 TARGETS = ("predicted", "label", "predicted_per_stage")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
 PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights")
@@ -102,8 +101,7 @@ def metric_params(cfg: DictConfig) -> dict[str, dict]:
 
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data or model."""
-    if cfg.test.name not in TESTS:
-        raise SanityError(f"unknown test '{cfg.test.name}'; choose from {', '.join(TESTS)}")
+    spec = sanity_tests.get(cfg.test.name)
     _positive_int(cfg.n_images, "n_images")
     _positive_int(cfg.batch_size, "batch_size")
     _positive_int(cfg.grid_images, "grid_images")
@@ -123,14 +121,19 @@ def validate(cfg: DictConfig) -> None:
     normalize_labels_mode(cfg.labels)
     train_settings(cfg)
     validate_model_and_data(cfg)
-    if cfg.test.name == "input_invariance":
+    if spec.smoothing:
+        _positive_int(cfg.test.get("samples"), "test.samples")
+        noise = cfg.test.get("noise_magnitude")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+            raise SanityError(f"test.noise_magnitude must be a number >= 0, got {noise!r}")
+    if spec.family == "input_invariance":
         for key, low in (("shift", None), ("tolerance", 0.0)):
             value = cfg.test.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0 or (
                     low is not None and value < low):
                 raise SanityError(f"test.{key} must be a {'positive ' if low is not None else 'non-zero '}number, "
                                   f"got {value!r}")
-    elif cfg.test.name != "data":
+    elif spec.family == "model_randomization":
         if cfg.test.get("order", "top_down") not in randomize.ORDERS:
             raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {cfg.test.order!r}")
         if cfg.test.init not in randomize.INITS:

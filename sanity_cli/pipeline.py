@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import config as config_checks
 from . import data as data_sources
-from . import architectures, methods, metrics, randomize, report, training
+from . import architectures, methods, metrics, randomize, report, sanity_tests, training
 from .checks import SelfChecks, finite_rows
 from .invariance import check_same_function, max_relative_difference, shift_compensated
 from .errors import SanityError
@@ -116,15 +116,32 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
 
 def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int,
                 input_range=None) -> dict[str, np.ndarray]:
-    """Every method's maps; `input_range` (default the architecture's) is what `baseline: black` means."""
+    """Every method's maps; `input_range` (default the architecture's) is what `baseline: black` means. A test
+    with smoothing (sMPRT) explains all noisy copies of every image in one batched call per method and averages."""
     input_range = input_range or architectures.get(cfg.model.name).input_range
+    copies = int(cfg.test.samples) if sanity_tests.get(cfg.test.name).smoothing else 1
+    noisy = noisy_copies(images, copies, float(cfg.test.noise_magnitude), cfg.seed) if copies > 1 else images
     maps = {}
     for run in tqdm(runs, desc="  methods", leave=False, disable=None):
-        seed = [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed
-        maps[run.name] = methods.explain(model, images, targets, run.kind, run.params,
-                                         batch_size=cfg.batch_size, seed=seed, name=run.name,
-                                         input_range=input_range)
+        spec = methods.get(run.kind)
+        seed = [cfg.seed, stage, repeat] if spec.reseed_per_stage else cfg.seed
+        smoothed = copies > 1 and spec.needs_model
+        explained = methods.explain(model, noisy if smoothed else images,
+                                    np.tile(targets, copies) if smoothed else targets, run.kind, run.params,
+                                    batch_size=cfg.batch_size, seed=seed, name=run.name, input_range=input_range)
+        maps[run.name] = explained.reshape((copies, *images.shape)).mean(axis=0) if smoothed else explained
     return maps
+
+
+def noisy_copies(images: np.ndarray, copies: int, magnitude: float, seed: int) -> np.ndarray:
+    """sMPRT's inputs (Hedström et al. 2023): copies - 1 noisy copies of every image, noise N(0, (magnitude x
+    (max x - min x))^2) per image, then the noise-free image; copy-major, (copies * N, ...). The same noise at every
+    stage (seeded), so stages differ only by the model."""
+    rng = np.random.default_rng([int(seed), 7])
+    flat = images.reshape(len(images), -1)
+    scale = (magnitude * (flat.max(axis=1) - flat.min(axis=1))).reshape((-1,) + (1,) * (images.ndim - 1))
+    noise = rng.standard_normal((copies - 1, *images.shape)) * scale
+    return np.concatenate([(images + noise).reshape((-1, *images.shape[1:])), images]).astype(np.float32)
 
 
 def choose_targets(cfg: DictConfig, model, images, labels) -> np.ndarray:
@@ -148,6 +165,7 @@ def stage_targets(cfg: DictConfig, targets: np.ndarray, logits: np.ndarray) -> n
 # ---------------------------------------------------------------- randomize
 
 def plan_stages(test: str, blocks: list[randomize.Block], order: str = "top_down") -> list[Stage]:
+    cumulative = sanity_tests.get(test).cumulative
     """cascading: stage k randomizes blocks 1..k (one more block per stage), from the logits down (`top_down`, the
     paper) or from the input up (`bottom_up`: Binder et al. 2023; Hedström et al. 2023 show that top-down leaves
     the lower layers, which dominate some methods' maps, intact until the last stages); independent: stage k
@@ -156,7 +174,7 @@ def plan_stages(test: str, blocks: list[randomize.Block], order: str = "top_down
         raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {order!r}")
     stages = [Stage(0, "trained")]
     for k, block in enumerate(blocks if order == "top_down" else blocks[::-1], start=1):
-        stages.append(Stage(k, block.name, [block], restore_first=(test == "independent")))
+        stages.append(Stage(k, block.name, [block], restore_first=not cumulative))
     return stages
 
 
@@ -367,7 +385,8 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
     verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, controls, rule=cfg.verdict.rule,
                              threshold=cfg.verdict.threshold, null=report.summarize_null(null),
                              problems=problems, metrics=table,
-                             invariance=comparison.max_difference if cfg.test.name == "input_invariance" else None,
+                             invariance=(comparison.max_difference
+                                         if sanity_tests.get(cfg.test.name).family == "input_invariance" else None),
                              tolerance=float(cfg.test.get("tolerance", 0.0)))
     for name, frame in (("metrics.csv", table), ("summary.csv", summary), ("null.csv", null),
                         ("verdict.csv", verdict)):
@@ -384,7 +403,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
                                     comparison.stage_labels, mode, input_captions=captions[k:k + 1],
                                     title=f"{title} ({mode} maps)")
         chosen_metrics = list(comparison.metric_params)
-        if cfg.test.name in ("data", "input_invariance"):
+        if sanity_tests.get(cfg.test.name).judged == "single_stage":
             plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen_metrics,
                                  title=title, controls=controls)
         else:
@@ -435,7 +454,8 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
             images = architectures.get(cfg.model.name).to_model_space(shown)
         with timer.phase("model"):
             trained = load_model(cfg, dataset, "true")
-            permuted = load_model(cfg, dataset, "permuted") if cfg.test.name == "data" else None
+            family = sanity_tests.get(cfg.test.name).family
+            permuted = load_model(cfg, dataset, "permuted") if family == "data_randomization" else None
         runs = applicable_methods(cfg, trained.model)
         targets = choose_targets(cfg, trained.model, images, labels)
         checks, guided = SelfChecks(log), guided_methods(runs)
@@ -447,10 +467,10 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
         log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
             f"metrics {', '.join(cfg.metric)}")
         with timer.phase("explain_randomize_compare"):
-            if cfg.test.name == "data":
+            if family == "data_randomization":
                 comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units,
                                                     checks)
-            elif cfg.test.name == "input_invariance":
+            elif family == "input_invariance":
                 comparison = run_input_invariance(cfg, trained, runs, images, targets, image_ids, units, checks)
             else:
                 comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units, checks)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import sanity_tests
 from .metrics import METRICS
 
 VERDICT_RULES = ("baseline", "threshold")
@@ -137,8 +138,9 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     what a map that ignores the model scores.
     """
     problems = problems or {}
+    judged = sanity_tests.get(test).judged
     chosen = summary[(summary["metric"] == metric) & (summary["stage"] > 0)]
-    if test == "cascading":
+    if judged == "last_stage":
         chosen = chosen[chosen["stage"] == chosen["stage"].max()]
     nulls = {} if null is None else {row.method: row for row in null[null["metric"] == metric].itertuples()}
     rows = []
@@ -150,7 +152,7 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
         mean = float(np.average(group["mean"], weights=group["n"])) if n else np.nan
         ci_low = float(group["ci_low"].min()) if n else np.nan
         ci_high = float(group["ci_high"].max()) if n else np.nan
-        if test == "independent" and metrics is not None:
+        if judged == "mean_over_stages" and metrics is not None:
             mean, ci_low, ci_high, n = per_image_blocks_interval(metrics, method, metric)
         base = nulls.get(method)
         null_mean, null_low, null_high = ((base.null_similarity, base.null_ci_low, base.null_ci_high)
@@ -193,11 +195,13 @@ def per_image_blocks_interval(metrics: pd.DataFrame, method: str, metric: str) -
 
 
 def _compared(test: str, group: pd.DataFrame) -> str:
-    if test == "cascading":
-        return f"trained vs all blocks randomized (down to {group['block'].iloc[0]})"
-    if test == "independent":
+    spec = sanity_tests.get(test)
+    if spec.judged == "last_stage":
+        smoothed = ", explanations averaged over noisy copies of each input" if spec.smoothing else ""
+        return f"trained vs all blocks randomized (the last: {group['block'].iloc[0]}){smoothed}"
+    if spec.judged == "mean_over_stages":
         return f"trained vs each block alone ({len(group)} blocks), mean; CI over images of their mean over blocks"
-    if test == "input_invariance":
+    if spec.family == "input_invariance":
         return "original inputs vs inputs shifted by a constant, the model's first-layer bias absorbing the shift"
     return "true-label vs permuted-label model"
 
