@@ -163,7 +163,7 @@ def train_directories(job: Job) -> list[str]:
 def _report(args: list[str], debug: bool) -> int:
     from .pages import build
 
-    if not args or any(a.startswith("-") or "=" in a for a in args):
+    if not args or any(a.startswith("-") for a in args):
         fail("usage: sanity report DIR [DIR ...]; DIR is a finished run, sweep or reproduce-run directory")
     try:
         for directory in args:

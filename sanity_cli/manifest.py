@@ -48,14 +48,28 @@ def device_summary() -> str:
 
 
 def invocation(command: str) -> list[str]:
-    """The `sanity` command that reproduces this job: its overrides as Hydra recorded them (a sweep job's own
-    values), or the process's argv outside Hydra."""
+    """The `sanity` command that reproduces this job: the config folders it was composed from (--config-path,
+    --config-name, --config-dir, hydra.searchpath) and its overrides as Hydra recorded them (a sweep job's own
+    values; not its run directory: a reproduction writes a new one), or the process's argv outside Hydra."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return ["sanity", command, *HydraConfig.get().overrides.task]
+        hydra = HydraConfig.get()
     except ValueError:  # not running under Hydra
         return list(sys.argv)
+    from .paths import config_dir
+
+    flags = []
+    for source in hydra.runtime.config_sources:
+        folder = str(source.path).removeprefix("file://")
+        if source.provider == "main" and Path(folder).resolve() != config_dir():
+            flags += ["--config-path", folder]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", folder]
+    if hydra.job.config_name not in (None, "sanity"):
+        flags += ["--config-name", hydra.job.config_name]
+    searchpath = [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
+    return ["sanity", command, *flags, *searchpath, *hydra.overrides.task]
 
 
 def build_manifest(cfg: DictConfig, *, dataset, models, phases, started, extra=None, command: str = "run") -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import sanity_tests
 from .errors import SanityError
 from .io import write_text
 from .report import verdict_heading
@@ -23,9 +24,9 @@ RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "models.cs
 
 
 def _environment():
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
-    return Environment(loader=PackageLoader("sanity_cli", "templates"), autoescape=select_autoescape(),
+    return Environment(loader=PackageLoader("sanity_cli", "templates"), autoescape=True,  # every value escaped
                        trim_blocks=True, lstrip_blocks=True)
 
 
@@ -51,7 +52,14 @@ def verdict_rows(verdict: pd.DataFrame) -> list[dict]:
 
 
 def grid_images(run_dir: Path, mode: str) -> list[Path]:
-    return sorted(run_dir.glob(f"grid_{mode}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    """grid_<mode>_<K>.png in K order; a run from before one grid per image has grid_<mode>.png."""
+    import re
+
+    numbered = [(int(m.group(1)), p) for p in run_dir.glob(f"grid_{mode}_*.png")
+                if (m := re.fullmatch(rf"grid_{mode}_(\d+)\.png", p.name))]
+    if numbered:
+        return [p for _, p in sorted(numbered)]
+    return [run_dir / f"grid_{mode}.png"] if (run_dir / f"grid_{mode}.png").exists() else []
 
 
 def run_page(run_dir: Path) -> Path:
@@ -70,6 +78,7 @@ def run_page(run_dir: Path) -> Path:
                     for k, path in enumerate(grid_images(run_dir, mode))] for mode in ("absolute", "diverging")}
     similarity = run_dir / "similarity.png"
     test = config["test"]["name"]
+    spec = sanity_tests.get(test) if test in sanity_tests.TESTS else sanity_tests.get("cascading")
     header = [("model", config["model"]["name"]), ("data", f"{config['data']['name']} "
                                                             f"({manifest.get('data_provenance', {}).get('source', '')})"),
               ("test", test), ("budget", config["budget"]["name"]), ("seed", manifest.get("seed")),
@@ -81,22 +90,32 @@ def run_page(run_dir: Path) -> Path:
     argv = manifest.get("command") or ["sanity", "run"]
     counts = verdict["verdict"].value_counts()
     page = _environment().get_template("run.html.j2").render(
-        title=f"sanity: {config['model']['name']} on {config['data']['name']}, {test} randomization",
+        title=f"sanity: {config['model']['name']} on {config['data']['name']}, {test} test",
         summary_line=", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference")
                                if v in counts),
         header=header, command=shlex.join(["sanity", *argv[1:]]),
         verdict_heading=verdict_heading(config["verdict"], test, config["test"].get("tolerance")), verdict=verdict_rows(verdict),
         compared=f"compared: {verdict['compared'].iloc[0]}" if len(verdict) else "",
         similarity=data_uri(similarity) if similarity.exists() else None,
-        similarity_caption=("true-label vs permuted-label model, mean similarity per method with its 95% interval"
-                            if test == "data" else "mean similarity per randomization stage with its 95% "
-                            "interval; controls grey dashed"),
+        similarity_caption=(f"{verdict['compared'].iloc[0] if len(verdict) else test}: mean similarity per method "
+                            f"with its 95% interval" if spec.judged == "single_stage" else
+                            "mean similarity per randomization stage with its 95% interval; controls grey dashed"),
+        columns_caption=("input, then the reference maps and the compared maps" if spec.judged == "single_stage"
+                         else "input, trained model, then each randomized block"),
         grids=grids if grids["absolute"] or grids["diverging"] else None,
         models_columns=list(models.columns), models=[[_cell(v) for v in row] for row in models.itertuples(index=False)],
         self_checks=[(k, v) for k, v in manifest.get("self_checks", {}).items() if not isinstance(v, dict)],
         files=[name for name in RUN_FILES if (run_dir / name).exists()])
     write_text(run_dir / PAGE, page)
     return run_dir / PAGE
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV table; a night whose every job failed wrote one without columns."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=["job", "method", "role", "similarity", "verdict"])
 
 
 def _cell(value) -> str:
@@ -132,7 +151,7 @@ def sweep_page(sweep_dir: Path) -> Path:
 
     sweep_dir = Path(sweep_dir)
     for manifest in sweep_dir.rglob("manifest.json"):
-        if (manifest.parent / "verdict.csv").exists() and not (manifest.parent / PAGE).exists():
+        if (manifest.parent / "verdict.csv").exists():
             run_page(manifest.parent)
     table = sweep_dir / "sweep_verdict.csv"
     verdict = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["job", "verdict"])
@@ -148,7 +167,7 @@ def suite_page(night_dir: Path) -> Path:
     for job in night_dir.iterdir():
         if job.is_dir() and (job / "verdict.csv").exists() and (job / "manifest.json").exists():
             run_page(job)
-    verdict = pd.read_csv(night_dir / "suite_verdict.csv")
+    verdict = read_table(night_dir / "suite_verdict.csv")
     return jobs_page(night_dir, verdict, f"sanity reproduce: {night_dir.parent.name}, {night_dir.name}",
                      "Every job's verdicts in this run of the suite (each job's name links to its own page).",
                      ["suite_verdict.csv", "reproduce.log"])
@@ -188,14 +207,16 @@ def history_page(suite_root: Path) -> Path:
                     and (p / "suite_verdict.csv").exists())
     if not nights:
         raise SanityError(f"{suite_root} holds no finished sanity reproduce run (no */suite_verdict.csv)")
-    table = pd.concat([pd.read_csv(n / "suite_verdict.csv").assign(night=n.name) for n in nights],
-                      ignore_index=True)
+    columns = ["job", "method", "role", "similarity", "verdict"]
+    frames = [read_table(n / "suite_verdict.csv").assign(night=n.name) for n in nights]
+    table = pd.concat([f for f in frames if set(columns) <= set(f.columns) and len(f)] or
+                      [pd.DataFrame(columns=columns + ["night"])], ignore_index=True)
     order = {n.name: k for k, n in enumerate(nights)}
     table["x"] = table["night"].map(order)
     table = table.sort_values(["job", "method", "x"])
     table["before"] = table.groupby(["job", "method"])["verdict"].shift()
     changed = table[table["before"].notna() & (table["before"] != table["verdict"])]
-    jobs = list(dict.fromkeys(table["job"]))
+    jobs = list(dict.fromkeys(table["job"])) or ["(no finished job yet)"]
     from .plots import _method_colors
 
     colors = _method_colors(sorted(set(table.loc[table["role"] != "control", "method"])))
@@ -214,7 +235,8 @@ def history_page(suite_root: Path) -> Path:
         ax.set_xticks(range(len(nights)))
         ax.set_xticklabels([n.name for n in nights], rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("similarity")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, facecolor="white")
     figure = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

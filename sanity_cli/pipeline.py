@@ -117,31 +117,46 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
 def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int,
                 input_range=None) -> dict[str, np.ndarray]:
     """Every method's maps; `input_range` (default the architecture's) is what `baseline: black` means. A test
-    with smoothing (sMPRT) explains all noisy copies of every image in one batched call per method and averages."""
+    with smoothing (sMPRT) explains the noisy copies of SMOOTHING_CHUNK images at a time in one batched call per
+    method and averages them: memory stays bounded, and a fixed chunk keeps the maps of noise methods (whose own
+    noise is seeded by the image's place in the call) independent of batch_size."""
     input_range = input_range or architectures.get(cfg.model.name).input_range
     copies = int(cfg.test.samples) if sanity_tests.get(cfg.test.name).smoothing else 1
-    noisy = noisy_copies(images, copies, float(cfg.test.noise_magnitude), cfg.seed) if copies > 1 else images
     maps = {}
     for run in tqdm(runs, desc="  methods", leave=False, disable=None):
         spec = methods.get(run.kind)
         seed = [cfg.seed, stage, repeat] if spec.reseed_per_stage else cfg.seed
-        smoothed = copies > 1 and spec.needs_model
-        explained = methods.explain(model, noisy if smoothed else images,
-                                    np.tile(targets, copies) if smoothed else targets, run.kind, run.params,
-                                    batch_size=cfg.batch_size, seed=seed, name=run.name, input_range=input_range)
-        maps[run.name] = explained.reshape((copies, *images.shape)).mean(axis=0) if smoothed else explained
+
+        def explain(x, t):
+            return methods.explain(model, x, t, run.kind, run.params, batch_size=cfg.batch_size, seed=seed,
+                                   name=run.name, input_range=input_range)
+
+        if copies == 1 or not spec.needs_model:  # model-free controls are not smoothed
+            maps[run.name] = explain(images, targets)
+            continue
+        step = SMOOTHING_CHUNK
+        maps[run.name] = np.concatenate([
+            explain(noisy_copies(images[i:i + step], copies, float(cfg.test.noise_magnitude), cfg.seed, first=i),
+                    np.tile(targets[i:i + step], copies)).reshape((copies, -1, *images.shape[1:])).mean(axis=0)
+            for i in range(0, len(images), step)])
     return maps
 
 
-def noisy_copies(images: np.ndarray, copies: int, magnitude: float, seed: int) -> np.ndarray:
+SMOOTHING_CHUNK = 4  # images whose noisy copies go through one explain call (sMPRT)
+
+
+def noisy_copies(images: np.ndarray, copies: int, magnitude: float, seed: int, first: int = 0) -> np.ndarray:
     """sMPRT's inputs (Hedström et al. 2023): copies - 1 noisy copies of every image, noise N(0, (magnitude x
-    (max x - min x))^2) per image, then the noise-free image; copy-major, (copies * N, ...). The same noise at every
-    stage (seeded), so stages differ only by the model."""
-    rng = np.random.default_rng([int(seed), 7])
-    flat = images.reshape(len(images), -1)
-    scale = (magnitude * (flat.max(axis=1) - flat.min(axis=1))).reshape((-1,) + (1,) * (images.ndim - 1))
-    noise = rng.standard_normal((copies - 1, *images.shape)) * scale
-    return np.concatenate([(images + noise).reshape((-1, *images.shape[1:])), images]).astype(np.float32)
+    (max x - min x))^2) drawn per image from rng(seed, 7, its index first + k), then the noise-free image;
+    copy-major, (copies * N, ...), float32. The same noise at every stage and for any chunking, so stages differ
+    only by the model."""
+    out = np.empty((copies, *images.shape), np.float32)
+    out[-1] = images
+    for k, image in enumerate(images):
+        span = float(image.max() - image.min())
+        noise = np.random.default_rng([int(seed), 7, first + k]).standard_normal((copies - 1, *image.shape))
+        out[:-1, k] = image + (magnitude * span) * noise
+    return out.reshape((-1, *images.shape[1:]))
 
 
 def choose_targets(cfg: DictConfig, model, images, labels) -> np.ndarray:
@@ -165,13 +180,13 @@ def stage_targets(cfg: DictConfig, targets: np.ndarray, logits: np.ndarray) -> n
 # ---------------------------------------------------------------- randomize
 
 def plan_stages(test: str, blocks: list[randomize.Block], order: str = "top_down") -> list[Stage]:
-    cumulative = sanity_tests.get(test).cumulative
     """cascading: stage k randomizes blocks 1..k (one more block per stage), from the logits down (`top_down`, the
     paper) or from the input up (`bottom_up`: Binder et al. 2023; Hedström et al. 2023 show that top-down leaves
     the lower layers, which dominate some methods' maps, intact until the last stages); independent: stage k
     randomizes block k alone (`order` only sets the column order). `blocks` are listed output first."""
     if order not in randomize.ORDERS:
         raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {order!r}")
+    cumulative = sanity_tests.get(test).cumulative
     stages = [Stage(0, "trained")]
     for k, block in enumerate(blocks if order == "top_down" else blocks[::-1], start=1):
         stages.append(Stage(k, block.name, [block], restore_first=not cumulative))
@@ -393,7 +408,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
         with atomic_path(run_dir / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
     if cfg.plots:
-        title = f"{cfg.model.name} on {cfg.data.name}: {cfg.test.name} randomization"
+        title = f"{cfg.model.name} on {cfg.data.name}: {cfg.test.name} test"
         shown = display_images[: cfg.grid_images]
         for mode in ("absolute", "diverging"):  # one grid per image, as the paper's Fig. 2
             grids = comparison.grids(mode)
@@ -425,6 +440,10 @@ def model_rows(cfg, *trained_models) -> pd.DataFrame:
 def report_finished(run_dir: RunDir) -> Path:
     """`resume=true` on a finished run of the same config: nothing to do; show its verdict again."""
     print(f"already complete: {run_dir}")
+    if not (run_dir.path / "report.html").exists():  # killed after its manifest, or from before pages existed
+        from .pages import run_page
+
+        run_page(run_dir.path)
     verdict_file = run_dir.path / "verdict.csv"
     if verdict_file.exists():
         print(report.format_verdict(pd.read_csv(verdict_file)))

@@ -113,6 +113,18 @@ def run_job(job: str, overrides: list[str], run_dir: Path, log, source: ConfigSo
         raise
 
 
+def write_pages(run_dir: Path, suite_root: Path) -> None:
+    """The night's page and the suite's history; a page that cannot be built is a warning, never a changed exit
+    status (cron reads that as a verdict change or a failed job)."""
+    from .pages import history_page, suite_page
+
+    try:
+        suite_page(run_dir)
+        history_page(suite_root)
+    except Exception as err:  # noqa: BLE001 (pages are a view of the tables, which are written)
+        print(f"reproduce: warning: report pages not written ({type(err).__name__}: {err})", file=sys.stderr)
+
+
 def collect_verdicts(run_dir: Path, jobs: dict[str, list[str]]) -> pd.DataFrame:
     frames = [pd.read_csv(run_dir / job / "verdict.csv").assign(job=job) for job in jobs
               if (run_dir / job / "verdict.csv").exists()]
@@ -175,14 +187,11 @@ def reproduce(suite: str, extra: list[str], results: Path, source: ConfigSource 
         current = collect_verdicts(run_dir, jobs)
         with atomic_path(run_dir / SUITE_VERDICT) as tmp:
             current.to_csv(tmp, index=False, float_format="%.8g")
-        from .pages import history_page, suite_page
-
-        suite_page(run_dir)
-        history_page(suite_root)
         point(suite_root / "latest", run_dir)
         point(results / "latest", run_dir)
         known = last_known_verdicts(earlier)
         changes = verdict_changes(known, current)
+        write_pages(run_dir, suite_root)
     finally:
         lock.release()
     compared = current.merge(known[["job", "method"]], on=["job", "method"]) if len(current) else current

@@ -58,6 +58,11 @@ class SanityConfig:
 
 
 def register() -> None:
+    """Store the schema for configs/sanity.yaml's defaults. Not in struct mode: a user's config may add its own
+    top-level keys (notes, helper values for interpolation); the typed keys above are checked all the same."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(name="sanity_schema", node=SanityConfig)
+    node = OmegaConf.structured(SanityConfig)
+    OmegaConf.set_struct(node, False)
+    ConfigStore.instance().store(name="sanity_schema", node=node)

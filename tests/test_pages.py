@@ -162,3 +162,21 @@ def test_history_lists_every_verdict_change_between_nights(tmp_path):
     assert "1 verdict changes" in history
     assert "<td>2026-01-03_03-00-00</td>" not in history  # the night is a link to its page
     assert history.count('class="FAIL">FAIL</td>') == 1 and "2026-01-03_03-00-00/report.html" in history
+
+
+def test_every_value_is_escaped(tmp_path):
+    """A method name or reason holding markup is shown as text, never interpreted."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": {"name": "m"}, "data": {"name": "d"}, "test": {"name": "cascading"},
+              "budget": {"name": "smoke"}, "verdict": {"metric": "spearman_abs", "rule": "baseline", "threshold": 0.5}}
+    (run / "manifest.json").write_text(json.dumps({"config": config, "command": ["sanity", "run"],
+                                                   "captions": ["<script>alert(1)</script>"]}))
+    pd.DataFrame([{"method": "<i>gradient", "role": "method", "similarity": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+                   "n": 4, "null_similarity": 0.1, "null_ci_low": 0.0, "null_ci_high": 0.3, "verdict": "FAIL",
+                   "reason": "x <class 'int'> y", "compared": "a & b"}]).to_csv(run / "verdict.csv", index=False)
+    text = pages.run_page(run).read_text()
+    assert "<i>gradient" not in text and "&lt;i&gt;gradient" in text
+    assert "&lt;class &#39;int&#39;&gt;" in text and "<script>" not in text

@@ -152,3 +152,12 @@ def test_shipped_suites_compose():
         for overrides in jobs.values():
             config.compose_jobs(overrides, False)
     assert {"smoke", "paper_mnist"} <= set(reproduce.available_suites())
+
+
+def test_a_night_whose_every_job_failed_is_exit_2_with_its_pages(sanity, tmp_path):
+    suite = tmp_path / "down.yaml"
+    suite.write_text(f"jobs:\n  offline: [data.source=idx, 'data.path={tmp_path / 'nowhere'}']\n")
+    result = sanity("reproduce", str(suite), "--results", str(tmp_path / "out"), *CHEAP)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    root = tmp_path / "out" / "reproduce" / "down"
+    assert (root / "latest" / "report.html").exists() and (root / "history.html").exists()

@@ -109,7 +109,7 @@ def test_a_user_primary_config_builds_on_sanitys_configs(sanity, tmp_path):
     user = tmp_path / "conf"
     user.mkdir()
     (user / "audit.yaml").write_text("defaults:\n  - sanity\n  - override model: mnist_mlp\n  - _self_\n"
-                                     "n_images: 2\nseed: 5\n")
+                                     "n_images: 2\nseed: 5\nnotes: an audit of my own  # a key of the user's\n")
     result = sanity("run", "--config-path", "conf", "--config-name", "audit", "method=[gradient]",
                          "metric=[spearman_abs]", "plots=false", "hydra.run.dir=audit_run")
     assert result.returncode == 0, result.stderr[-2000:]

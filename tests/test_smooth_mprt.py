@@ -20,6 +20,8 @@ def test_noisy_copies_end_with_the_image_and_scale_with_its_range():
     assert abs(noise[:, 1].std() - 0.1 * 2.0) < 0.01                  # std = magnitude x (max - min)
     np.testing.assert_array_equal(noise[:, 0], 0.0)                   # a constant image has range 0
     np.testing.assert_array_equal(noisy_copies(images, 401, 0.1, seed=3), copies.reshape(-1, 8, 8, 1))
+    second = noisy_copies(images[1:], 401, 0.1, seed=3, first=1).reshape(401, 1, 8, 8, 1)  # chunking: same noise
+    np.testing.assert_array_equal(second[:, 0], copies[:, 1])
 
 
 def test_the_registry_says_what_each_test_is():
