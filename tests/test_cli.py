@@ -42,7 +42,10 @@ def test_groups_are_the_documented_interface():
     assert set(GROUPS) >= {"model", "data", "test", "method", "metric", "budget", "experiment"}
     assert {"mnist_cnn", "mnist_mlp"} <= set(GROUPS["model"])
     assert set(GROUPS["data"]) >= {"mnist", "fashion_mnist"}
-    assert set(GROUPS["test"]) == {"cascading", "independent", "data"}
+    from sanity_cli import sanity_tests
+
+    assert set(GROUPS["test"]) == set(sanity_tests.TESTS) == {"cascading", "independent", "data", "smooth_mprt",
+                                                              "input_invariance"}  # configs mirror the registry
     assert set(GROUPS["budget"]) >= {"smoke", "paper"}
     assert set(GROUPS["metric"]) == {"spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman"}
 
