@@ -380,6 +380,26 @@ def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: 
     return comparison
 
 
+def other_classes(targets: np.ndarray, classes: int, seed: int) -> np.ndarray:
+    """For each target a class drawn uniformly from the other classes (seeded): Sixt et al.'s random logit."""
+    draw = np.random.default_rng([int(seed), 11]).integers(0, classes - 1, size=len(targets))
+    return (draw + (draw >= targets)).astype(np.int32)  # skips the target itself
+
+
+def run_random_logit(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
+                     checks: SelfChecks) -> Comparison:
+    """Sixt et al. 2020: the same model and images, the explanation of another (random) class compared with the
+    explanation of the class explained so far."""
+    classes = int(trained.model.output_shape[-1])
+    others = other_classes(targets, classes, cfg.seed)
+    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison.set_reference(Stage(0, "explained class"),
+                             lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
+    comparison.add(Stage(1, "random other class"), 0,
+                   lambda: explain_all(trained.model, runs, images, others, cfg, stage=1, repeat=0))
+    return comparison
+
+
 def guided_methods(runs) -> set[str]:
     """Configured methods built on Guided Backprop (directly, or as SmoothGrad/VarGrad's base)."""
     return {run.name for run in runs
@@ -489,6 +509,8 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
             if family == "data_randomization":
                 comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units,
                                                     checks)
+            elif family == "random_logit":
+                comparison = run_random_logit(cfg, trained, runs, images, targets, image_ids, units, checks)
             elif family == "input_invariance":
                 comparison = run_input_invariance(cfg, trained, runs, images, targets, image_ids, units, checks)
             else:

@@ -132,7 +132,9 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     cascading: the last stage (every block randomized); independent: the mean over single-block stages, its
     interval over images of each image's mean over the blocks (from the tidy `metrics`; without them, the range of
     the blocks' intervals); data: true-label vs permuted-label model; input_invariance: original vs shifted inputs,
-    judged on `invariance` (each method's largest relative map change): PASS when <= tolerance, else FAIL. `null` is summarize_null's table; `problems` maps a method
+    judged on `invariance` (each method's largest relative map change): PASS when <= tolerance, else FAIL;
+    random_logit: the maps of two classes of the same image, judged against the null like the randomization
+    tests (a method whose maps do not depend on the class is as alike as the same map twice). `null` is summarize_null's table; `problems` maps a method
     (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
     constant map in any compared pair. Model-free controls get no verdict: they are `reference` rows showing
     what a map that ignores the model scores.
@@ -203,6 +205,8 @@ def _compared(test: str, group: pd.DataFrame) -> str:
         return f"trained vs each block alone ({len(group)} blocks), mean; CI over images of their mean over blocks"
     if spec.family == "input_invariance":
         return "original inputs vs inputs shifted by a constant, the model's first-layer bias absorbing the shift"
+    if spec.family == "random_logit":
+        return "the explained class vs a random other class, same model and image"
     return "true-label vs permuted-label model"
 
 
@@ -233,6 +237,10 @@ def format_verdict(table: pd.DataFrame) -> str:
 
 def verdict_heading(verdict_cfg, test: str = "cascading", tolerance=None) -> str:
     """What the verdict means, in one line (verdict_cfg: the config's `verdict` node or an equal mapping)."""
+    if test == "random_logit" and verdict_cfg["rule"] != "threshold":
+        return (f"Verdict ({verdict_cfg['metric']}, random logit: PASS = the maps of a random other class are no more "
+                f"alike than the maps of two different images (null); FAIL = clearly more alike: the maps do not "
+                f"depend on the class)")
     if test == "input_invariance":
         return (f"Verdict (input invariance: PASS = every map unchanged, within a relative {tolerance:g}, when the "
                 f"inputs are shifted and the model absorbs the shift; FAIL = the maps change; similarity: "

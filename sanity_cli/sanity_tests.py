@@ -2,7 +2,8 @@
 declare their properties; no other module decides a test's behaviour from its name.
 
 family      model_randomization (re-initialise blocks of the trained model), data_randomization (a model trained on
-            permuted labels), input_invariance (the same function on shifted inputs)
+            permuted labels), input_invariance (the same function on shifted inputs), random_logit (another class
+            explained on the same model)
 cumulative  each stage randomizes on top of the previous one (cascading) rather than alone (independent)
 judged      which stages the verdict is about: last_stage (everything randomized), mean_over_stages (each block
             alone), single_stage (the one comparison)
@@ -34,6 +35,7 @@ TESTS = {test.name: test for test in (
     SanityTest("smooth_mprt", "model_randomization", cumulative=True, judged="last_stage", smoothing=True,
                source="Hedström et al. 2023, Sanity Checks Revisited"),
     SanityTest("input_invariance", "input_invariance", source="Kindermans et al. 2019"),
+    SanityTest("random_logit", "random_logit", source="Sixt et al. 2020, When explanations lie"),
 )}
 
 

@@ -45,7 +45,7 @@ def test_groups_are_the_documented_interface():
     from sanity_cli import sanity_tests
 
     assert set(GROUPS["test"]) == set(sanity_tests.TESTS) == {"cascading", "independent", "data", "smooth_mprt",
-                                                              "input_invariance"}  # configs mirror the registry
+                                                              "input_invariance", "random_logit"}  # configs mirror the registry
     assert set(GROUPS["budget"]) >= {"smoke", "paper"}
     assert set(GROUPS["metric"]) == {"spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman"}
 
