@@ -56,7 +56,11 @@ METRICS = {metric.name: metric for metric in (
 METRIC_NAMES = tuple(METRICS)
 
 _PERCENTILE = 99.0
-_KNOWN_PARAMS = ("pixels_per_cell",)
+_KNOWN_PARAMS = ("pixels_per_cell", "normalisation")
+# paper: the metric's own (normalize_absolute, or normalize_diverging for `spearman`); signed: normalize_diverging;
+# second_moment: a / sqrt(mean(a^2)) (Binder et al. 2023; Hedström et al. 2023; Quantus'
+# normalise_by_average_second_moment_estimate), of |a| for the metrics on absolute maps.
+NORMALISATIONS = ("paper", "signed", "second_moment")
 # values per map times map pairs per chunk in ``compare``: small enough to stay in the CPU cache
 _CHUNK_ELEMENTS = 1 << 14  # 20 pairs of 28x28 maps; one pair of 299x299 maps
 
@@ -486,6 +490,10 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     ref = _as_batch(ref)
     oth = _as_batch(oth)
     ppc = params.get("pixels_per_cell")
+    normalisation = params.get("normalisation") or "paper"
+    if normalisation not in NORMALISATIONS:
+        raise SanityError(f"metric {metric}: normalisation must be one of {', '.join(NORMALISATIONS)}, "
+                          f"got {normalisation!r}")
     if METRICS[metric].features == "hog":
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 
@@ -499,16 +507,37 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     undefined = np.empty(n, dtype=bool)
     for i in range(0, n, step):
         j = min(n, i + step)
-        values[i:j], undefined[i:j] = _compare_chunk(np.concatenate((ref[i:j], oth[i:j])), metric, ppc)
+        values[i:j], undefined[i:j] = _compare_chunk(np.concatenate((ref[i:j], oth[i:j])), metric, ppc,
+                                                     normalisation)
     return values, undefined
 
 
-def _compare_chunk(both: np.ndarray, metric: str, ppc) -> tuple[np.ndarray, np.ndarray]:
+def _normalise(both: np.ndarray, spec: Metric, normalisation: str) -> np.ndarray:
+    """The maps as the metric compares them (see NORMALISATIONS)."""
+    if normalisation == "paper":
+        return (_normalize_absolute if spec.normalise == "absolute" else _normalize_diverging)(both)
+    if normalisation == "signed":
+        return _normalize_diverging(both)
+    m = _channel_sum(both, absolute=spec.normalise == "absolute")
+    rms = np.sqrt((m.reshape(m.shape[0], -1) ** 2).mean(axis=1))
+    return (m / np.where(rms > 0, rms, 1.0)[:, None, None]).astype(np.float32)
+
+
+def _compare_chunk(both: np.ndarray, metric: str, ppc, normalisation: str = "paper") -> tuple[np.ndarray, np.ndarray]:
     """``compare`` on one chunk: ``both`` = validated float64 reference maps, then the other maps."""
     spec, k = METRICS[metric], both.shape[0] // 2
-    norm = (_normalize_absolute if spec.normalise == "absolute" else _normalize_diverging)(both)
+    norm = _normalise(both, spec, normalisation)
     if spec.statistic == "ssim":
-        return _ssim_batch(norm[:k], norm[k:], data_range=1.0).astype(np.float64), np.zeros(k, dtype=bool)
+        if normalisation == "paper":  # maps in [0, 1]
+            return _ssim_batch(norm[:k], norm[k:], data_range=1.0).astype(np.float64), np.zeros(k, dtype=bool)
+        if normalisation == "signed":  # maps in [-1, 1]: SSIM with a data range of 2
+            shifted, scale = (norm + 1.0) / 2.0, np.ones((k, 1, 1))
+        else:  # second moment: each pair scaled jointly by its largest value, SSIM with that data range
+            shifted = norm
+            peak = np.abs(norm.reshape(2, k, -1)).max(axis=(0, 2))
+            scale = np.where(peak > 0, peak, 1.0)[:, None, None]
+        return (_ssim_batch(shifted[:k] / scale, shifted[k:] / scale, data_range=1.0).astype(np.float64),
+                np.zeros(k, dtype=bool))
     compared = _hog_features(norm, ppc) if spec.features == "hog" else norm
     if spec.statistic == "spearman":
         compared = _rank_rows(compared)

@@ -43,6 +43,7 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "model=inception", "model.weights=none", "data.path={photos}"], ["no readable image"]),
     (["run", "data.path=123"], ["data.path must be a path"]),
     (["run", "cache_dir=123"], ["cache_dir must be a path"]),
+    (["run", "metric.spearman_abs.normalisation=zscore"], ["metric.spearman_abs.normalisation must be one of"]),
 ])
 def test_bad_input_matrix(sanity, tmp_path, args, fragments):
     """Each case: one line, exit 2, no traceback, and the earlier finished run (results/earlier run) and

@@ -245,7 +245,7 @@ def test_module_has_no_unexpected_public_names():
 
     public = {n for n in dir(metrics) if not n.startswith("_")
               and not isinstance(getattr(metrics, n), types.ModuleType) and n != "annotations"}
-    assert public == {"METRIC_NAMES", "METRICS", "Metric", "SanityError", "dataclass", "normalize_absolute",
+    assert public == {"METRIC_NAMES", "METRICS", "Metric", "NORMALISATIONS", "SanityError", "dataclass", "normalize_absolute",
                       "normalize_diverging", "compare", "rowwise_pearson"}
 
 
@@ -385,3 +385,25 @@ def test_normalisations_match_reference_formulas_multichannel(rng):
         np.testing.assert_array_equal(normalize_absolute(a)[i], exp)
         exp = np.clip(m_div[i] / np.percentile(np.abs(m_div[i]), 99), -1, 1).astype(np.float32)
         np.testing.assert_array_equal(normalize_diverging(a)[i], exp)
+
+
+def test_normalisations_by_hand():
+    """second_moment divides by sqrt(mean a^2): a map and 3x it become identical (SSIM 1), and the normalised map
+    has mean square 1; signed compares signed maps; an unknown name is one clear error."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 12, 12, 1))
+    for metric in ("spearman_abs", "spearman", "ssim", "hog_pearson"):
+        values, undefined = compare(a, 3.0 * a, metric, normalisation="second_moment")
+        np.testing.assert_allclose(values, 1.0, atol=1e-6)
+        assert not undefined.any()
+    from sanity_cli.metrics import METRICS, _normalise
+
+    normed = _normalise(a, METRICS["spearman"], "second_moment")
+    np.testing.assert_allclose((normed.reshape(4, -1).astype(np.float64) ** 2).mean(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(_normalise(a, METRICS["spearman_abs"], "signed"),
+                                  normalize_diverging(a))
+    flipped, _ = compare(a, -a, "ssim", normalisation="signed")      # signed maps see the sign flip
+    same, _ = compare(a, -a, "ssim")                                 # the paper's absolute maps do not
+    assert (flipped < 0.5).all() and np.allclose(same, 1.0)
+    with pytest.raises(SanityError, match="normalisation must be one of paper, signed, second_moment"):
+        compare(a, a, "ssim", normalisation="zscore")
