@@ -18,7 +18,7 @@ from .paths import config_dir
 from .schema import register as register_schema
 
 register_schema()
-from .metrics import METRIC_NAMES, NORMALISATIONS
+from . import metrics
 from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
 
@@ -90,13 +90,9 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
 def metric_params(cfg: DictConfig) -> dict[str, dict]:
     chosen = {}
     for name, node in (cfg.get("metric") or {}).items():
-        if name not in METRIC_NAMES:
-            raise SanityError(f"unknown metric '{name}'; choose from {', '.join(METRIC_NAMES)}")
         params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
         chosen[name] = {k: v for k, v in (params or {}).items() if v is not None}
-        if chosen[name].get("normalisation", "paper") not in NORMALISATIONS:
-            raise SanityError(f"metric.{name}.normalisation must be one of {', '.join(NORMALISATIONS)}, got "
-                              f"{chosen[name]['normalisation']!r}")
+        metrics.check_params(name, chosen[name])
     if not chosen:
         raise SanityError("no metric selected; e.g. metric=[spearman_abs,ssim]")
     return chosen

@@ -458,6 +458,21 @@ def _hog_features(maps: np.ndarray, pixels_per_cell) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # public entry point
 # --------------------------------------------------------------------------- #
+def check_params(metric: str, params: dict) -> None:
+    """A known metric with known parameters (the image-size check of pixels_per_cell needs the maps: compare)."""
+    if metric not in METRIC_NAMES:
+        raise SanityError(f"unknown metric '{metric}'; choose from {', '.join(METRIC_NAMES)}")
+    unknown = sorted(set(params) - set(_KNOWN_PARAMS))
+    if unknown:
+        raise SanityError(
+            f"unknown metric parameter(s) {', '.join(unknown)}; supported: {', '.join(_KNOWN_PARAMS)}"
+        )
+    normalisation = params.get("normalisation") or "paper"
+    if normalisation not in NORMALISATIONS:
+        raise SanityError(f"metric.{metric}.normalisation must be one of {', '.join(NORMALISATIONS)}, "
+                          f"got {normalisation!r}")
+
+
 def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> tuple[np.ndarray, np.ndarray]:
     """Similarity between two batches of RAW attribution maps of the same images.
 
@@ -472,13 +487,7 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
       hog_spearman : Spearman rho of the same HOG features (the released notebooks' comparison).
     A correlation is undefined when either input vector has zero variance.
     """
-    if metric not in METRIC_NAMES:
-        raise SanityError(f"unknown metric '{metric}'; choose from {', '.join(METRIC_NAMES)}")
-    unknown = sorted(set(params) - set(_KNOWN_PARAMS))
-    if unknown:
-        raise SanityError(
-            f"unknown metric parameter(s) {', '.join(unknown)}; supported: {', '.join(_KNOWN_PARAMS)}"
-        )
+    check_params(metric, params)
     ref = np.asarray(reference)
     oth = np.asarray(other)
     if ref.shape != oth.shape:
@@ -491,9 +500,6 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     oth = _as_batch(oth)
     ppc = params.get("pixels_per_cell")
     normalisation = params.get("normalisation") or "paper"
-    if normalisation not in NORMALISATIONS:
-        raise SanityError(f"metric {metric}: normalisation must be one of {', '.join(NORMALISATIONS)}, "
-                          f"got {normalisation!r}")
     if METRICS[metric].features == "hog":
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 

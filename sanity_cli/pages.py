@@ -17,7 +17,7 @@ import pandas as pd
 from . import sanity_tests
 from .errors import SanityError
 from .io import write_text
-from .report import verdict_heading
+from .report import format_interval, verdict_heading
 
 PAGE = "report.html"
 RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "models.csv", "manifest.json")
@@ -38,15 +38,11 @@ def _number(value, digits: int = 3) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def _interval(low, high) -> str:
-    return "" if pd.isna(low) or pd.isna(high) else f"[{low:+.2f}, {high:+.2f}]"
-
-
 def verdict_rows(verdict: pd.DataFrame) -> list[dict]:
     """The verdict table as the page shows it: the console's order (controls last), numbers rounded as there."""
     return [{"method": row.method, "role": row.role, "similarity": _number(row.similarity),
-             "ci": _interval(row.ci_low, row.ci_high), "null": _number(row.null_similarity),
-             "null_ci": _interval(row.null_ci_low, row.null_ci_high), "n": int(row.n), "verdict": row.verdict,
+             "ci": format_interval(row.ci_low, row.ci_high), "null": _number(row.null_similarity),
+             "null_ci": format_interval(row.null_ci_low, row.null_ci_high), "n": int(row.n), "verdict": row.verdict,
              "reason": row.reason if isinstance(row.reason, str) else ""}
             for row in verdict.itertuples()]
 

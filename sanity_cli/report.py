@@ -210,6 +210,11 @@ def _compared(test: str, group: pd.DataFrame) -> str:
     return "true-label vs permuted-label model"
 
 
+def format_interval(low, high) -> str:
+    """A 95% interval as the console and the pages show it; empty when it is undefined."""
+    return "" if pd.isna(low) or pd.isna(high) else f"[{low:+.2f}, {high:+.2f}]"
+
+
 def format_verdict(table: pd.DataFrame) -> str:
     """The verdict as an aligned text table for the terminal."""
     if table.empty:
@@ -217,11 +222,10 @@ def format_verdict(table: pd.DataFrame) -> str:
     lines = [f"{'method':34s} {'similarity':>10s} {'95% CI':>15s} {'null':>6s} {'null 95% CI':>15s} {'n':>4s}  "
              f"verdict"]
     for row in table.itertuples():
-        ci = f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]" if not np.isnan(row.similarity) else ""
+        ci = format_interval(row.ci_low, row.ci_high)
         null_value = getattr(row, "null_similarity", np.nan)
         null = f"{null_value:6.3f}" if not pd.isna(null_value) else f"{'':6s}"
-        null_ci = (f"[{row.null_ci_low:+.2f}, {row.null_ci_high:+.2f}]"
-                   if not pd.isna(getattr(row, "null_ci_low", np.nan)) else "")
+        null_ci = format_interval(getattr(row, "null_ci_low", np.nan), getattr(row, "null_ci_high", np.nan))
         # an INCONCLUSIVE reason already counts the undefined pairs
         inconclusive = row.verdict == "INCONCLUSIVE"
         detail = f"  ({row.reason})" if inconclusive else ""

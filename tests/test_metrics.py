@@ -245,7 +245,8 @@ def test_module_has_no_unexpected_public_names():
 
     public = {n for n in dir(metrics) if not n.startswith("_")
               and not isinstance(getattr(metrics, n), types.ModuleType) and n != "annotations"}
-    assert public == {"METRIC_NAMES", "METRICS", "Metric", "NORMALISATIONS", "SanityError", "dataclass", "normalize_absolute",
+    assert public == {"METRIC_NAMES", "METRICS", "Metric", "NORMALISATIONS", "SanityError", "check_params", "dataclass",
+                      "normalize_absolute",
                       "normalize_diverging", "compare", "rowwise_pearson"}
 
 
