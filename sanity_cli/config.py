@@ -87,7 +87,13 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
     return runs
 
 
+def verdict_metric(cfg: DictConfig) -> str:
+    """The metric the verdict is decided on: the test's own (eMPRT: entropy_rise), else `verdict.metric`."""
+    return sanity_tests.get(cfg.test.name).verdict_metric or cfg.verdict.metric
+
+
 def metric_params(cfg: DictConfig) -> dict[str, dict]:
+    """{metric: its parameters} for the configured metrics, plus the test's own verdict metric if not listed."""
     chosen = {}
     for name, node in (cfg.get("metric") or {}).items():
         params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
@@ -95,6 +101,9 @@ def metric_params(cfg: DictConfig) -> dict[str, dict]:
         metrics.check_params(name, chosen[name])
     if not chosen:
         raise SanityError("no metric selected; e.g. metric=[spearman_abs,ssim]")
+    own = sanity_tests.get(cfg.test.name).verdict_metric
+    if own and own not in chosen:
+        chosen[own] = {}
     return chosen
 
 
@@ -114,9 +123,14 @@ def validate(cfg: DictConfig) -> None:
     threshold = cfg.verdict.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise SanityError(f"verdict.threshold must be a number in [-1, 1], got {threshold!r}")
-    if cfg.verdict.metric not in cfg.metric:
+    judged_on = verdict_metric(cfg)
+    if judged_on == cfg.verdict.metric and judged_on not in cfg.metric:
         raise SanityError(f"verdict.metric '{cfg.verdict.metric}' is not among the selected metrics "
                           f"({', '.join(cfg.metric)}); add it to metric=[...]")
+    if judged_on in metrics.METRICS and not metrics.METRICS[judged_on].higher_is_more_similar \
+            and cfg.verdict.rule == "threshold":
+        raise SanityError(f"verdict.rule=threshold needs a similarity; {judged_on} is judged against its null: "
+                          f"use verdict.rule=baseline")
     normalize_labels_mode(cfg.labels)
     train_settings(cfg)
     validate_model_and_data(cfg)

@@ -29,10 +29,16 @@ from sanity_cli.errors import SanityError
 
 @dataclass(frozen=True)
 class Metric:
-    """One similarity between two maps: how each map is normalised (`absolute`: normalize_absolute, `diverging`:
-    normalize_diverging), what is compared (`pixels`, or `hog` features) and with which statistic (`spearman`,
-    `pearson`, `ssim`). Every metric is a similarity in `value_range` (higher = more alike); correlations are
-    undefined when a map is constant, SSIM never is."""
+    """One comparison of two maps of the same image: how each map is normalised (`absolute`: normalize_absolute,
+    `diverging`: normalize_diverging), what is compared (`pixels`, HOG features `hog`, or the `histogram` of the
+    values) and with which statistic (`spearman`, `pearson`, `ssim`, `entropy_rise`). The similarities lie in
+    [-1, 1] (higher = more alike; correlations are undefined when a map is constant, SSIM never is).
+    `entropy_rise` is Hedström et al.'s eMPRT score, not a similarity: higher = the second map is more complex.
+
+    null     what the verdict compares a method with: `other_image` (the same metric between the trained model's
+             maps of two different images) or `noise_map` (the score the method would get if the randomized map
+             were an equally sized map of i.i.d. Gaussian noise)
+    params   the parameters the metric accepts (metric.NAME.PARAM in the config)"""
 
     name: str
     normalise: str
@@ -40,6 +46,9 @@ class Metric:
     statistic: str
     value_range: tuple[float, float] = (-1.0, 1.0)
     higher_is_more_similar: bool = True
+    null: str = "other_image"
+    params: tuple[str, ...] = ("normalisation",)
+    default_normalisation: str = "paper"
 
     @property
     def can_be_undefined(self) -> bool:
@@ -50,17 +59,23 @@ METRICS = {metric.name: metric for metric in (
     Metric("spearman_abs", "absolute", "pixels", "spearman"),
     Metric("spearman", "diverging", "pixels", "spearman"),
     Metric("ssim", "absolute", "pixels", "ssim"),
-    Metric("hog_pearson", "absolute", "hog", "pearson"),      # the paper's text
-    Metric("hog_spearman", "absolute", "hog", "spearman"),    # the released notebooks
+    Metric("hog_pearson", "absolute", "hog", "pearson", params=("normalisation", "pixels_per_cell")),  # paper's text
+    Metric("hog_spearman", "absolute", "hog", "spearman", params=("normalisation", "pixels_per_cell")),  # notebooks
+    # Hedström et al. 2023, efficient MPRT: (H(other) - H(reference)) / H(reference), H the Shannon entropy (nats)
+    # of a `n_bins` histogram of the map's values (Quantus' discrete_entropy); raw values by default, as Quantus.
+    Metric("entropy_rise", "diverging", "histogram", "entropy_rise", value_range=(-1.0, np.inf),
+           higher_is_more_similar=False, null="noise_map", params=("normalisation", "n_bins"),
+           default_normalisation="raw"),
 )}
 METRIC_NAMES = tuple(METRICS)
 
 _PERCENTILE = 99.0
-_KNOWN_PARAMS = ("pixels_per_cell", "normalisation")
 # paper: the metric's own (normalize_absolute, or normalize_diverging for `spearman`); signed: normalize_diverging;
 # second_moment: a / sqrt(mean(a^2)) (Binder et al. 2023; Hedström et al. 2023; Quantus'
-# normalise_by_average_second_moment_estimate), of |a| for the metrics on absolute maps.
-NORMALISATIONS = ("paper", "signed", "second_moment")
+# normalise_by_average_second_moment_estimate), of |a| for the metrics on absolute maps; raw: the values as they
+# are, every channel (only for the histogram metric, entropy_rise, where it is the default, as in Quantus' eMPRT).
+NORMALISATIONS = ("paper", "signed", "second_moment", "raw")
+ENTROPY_BINS = 100  # Quantus' discrete_entropy default
 # values per map times map pairs per chunk in ``compare``: small enough to stay in the CPU cache
 _CHUNK_ELEMENTS = 1 << 14  # 20 pairs of 28x28 maps; one pair of 299x299 maps
 
@@ -462,15 +477,19 @@ def check_params(metric: str, params: dict) -> None:
     """A known metric with known parameters (the image-size check of pixels_per_cell needs the maps: compare)."""
     if metric not in METRIC_NAMES:
         raise SanityError(f"unknown metric '{metric}'; choose from {', '.join(METRIC_NAMES)}")
-    unknown = sorted(set(params) - set(_KNOWN_PARAMS))
+    spec = METRICS[metric]
+    unknown = sorted(set(params) - set(spec.params))
     if unknown:
-        raise SanityError(
-            f"unknown metric parameter(s) {', '.join(unknown)}; supported: {', '.join(_KNOWN_PARAMS)}"
-        )
-    normalisation = params.get("normalisation") or "paper"
-    if normalisation not in NORMALISATIONS:
-        raise SanityError(f"metric.{metric}.normalisation must be one of {', '.join(NORMALISATIONS)}, "
+        raise SanityError(f"unknown parameter(s) {', '.join(unknown)} of metric {metric}; supported: "
+                          f"{', '.join(spec.params)}")
+    normalisation = params.get("normalisation") or spec.default_normalisation
+    allowed = NORMALISATIONS if spec.features == "histogram" else NORMALISATIONS[:-1]
+    if normalisation not in allowed:
+        raise SanityError(f"metric.{metric}.normalisation must be one of {', '.join(allowed)}, "
                           f"got {normalisation!r}")
+    bins = params.get("n_bins", ENTROPY_BINS)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise SanityError(f"metric.{metric}.n_bins must be an integer >= 2, got {bins!r}")
 
 
 def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> tuple[np.ndarray, np.ndarray]:
@@ -484,8 +503,11 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
       ssim         : mean SSIM of normalize_absolute maps, data_range=1 (always defined);
       hog_pearson  : Pearson r of HOG features of normalize_absolute maps
                      (param ``pixels_per_cell`` overrides the size-based default);
-      hog_spearman : Spearman rho of the same HOG features (the released notebooks' comparison).
-    A correlation is undefined when either input vector has zero variance.
+      hog_spearman : Spearman rho of the same HOG features (the released notebooks' comparison);
+      entropy_rise : (H(other) - H(reference)) / H(reference), Hedström et al. 2023's eMPRT score
+                     (``discrete_entropy``; param ``n_bins``, default 100).
+    A correlation is undefined when either input vector has zero variance; the entropy rise when the
+    reference map's entropy is 0 (a constant map).
     """
     check_params(metric, params)
     ref = np.asarray(reference)
@@ -499,7 +521,9 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     ref = _as_batch(ref)
     oth = _as_batch(oth)
     ppc = params.get("pixels_per_cell")
-    normalisation = params.get("normalisation") or "paper"
+    normalisation = params.get("normalisation") or METRICS[metric].default_normalisation
+    if METRICS[metric].statistic == "entropy_rise":
+        return entropy_rise(ref, oth, normalisation, params.get("n_bins", ENTROPY_BINS))
     if METRICS[metric].features == "hog":
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 
@@ -516,6 +540,30 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
         values[i:j], undefined[i:j] = _compare_chunk(np.concatenate((ref[i:j], oth[i:j])), metric, ppc,
                                                      normalisation)
     return values, undefined
+
+
+def discrete_entropy(values: np.ndarray, n_bins: int = ENTROPY_BINS) -> float:
+    """Shannon entropy (nats) of a histogram of the values in `n_bins` equal bins between their min and max:
+    H = -sum_k p_k ln p_k, p_k = count_k / n (np.histogram + scipy.stats.entropy, as Quantus' discrete_entropy).
+    A constant map falls in one bin: H = 0."""
+    counts, _ = np.histogram(np.ravel(values), bins=n_bins)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def entropy_rise(reference: np.ndarray, other: np.ndarray, normalisation: str = "raw",
+                 n_bins: int = ENTROPY_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Hedström et al. 2023's efficient MPRT score per image: (H(other) - H(reference)) / H(reference), the
+    relative rise in explanation complexity from the trained (reference) to the randomized model's map; higher
+    = the randomized model's map is more complex. Undefined (NaN) when H(reference) = 0. `raw` uses the values
+    as they are (every channel); the other normalisations work on the channel-summed maps as for every metric."""
+    if normalisation != "raw":
+        both = _normalise(np.concatenate((reference, other)), METRICS["entropy_rise"], normalisation)
+        reference, other = both[:len(reference)], both[len(reference):]
+    before = np.array([discrete_entropy(m, n_bins) for m in reference])
+    after = np.array([discrete_entropy(m, n_bins) for m in other])
+    undefined = before == 0.0
+    return np.where(undefined, np.nan, (after - before) / np.where(undefined, 1.0, before)), undefined
 
 
 def _normalise(both: np.ndarray, spec: Metric, normalisation: str) -> np.ndarray:

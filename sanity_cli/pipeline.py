@@ -183,11 +183,15 @@ def plan_stages(test: str, blocks: list[randomize.Block], order: str = "top_down
     """cascading: stage k randomizes blocks 1..k (one more block per stage), from the logits down (`top_down`, the
     paper) or from the input up (`bottom_up`: Binder et al. 2023; Hedström et al. 2023 show that top-down leaves
     the lower layers, which dominate some methods' maps, intact until the last stages); independent: stage k
-    randomizes block k alone (`order` only sets the column order). `blocks` are listed output first."""
+    randomizes block k alone (`order` only sets the column order); efficient MPRT: one stage with every block
+    (the same weights as cascading's last stage). `blocks` are listed output first."""
     if order not in randomize.ORDERS:
         raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {order!r}")
-    cumulative = sanity_tests.get(test).cumulative
+    spec = sanity_tests.get(test)
+    cumulative = spec.cumulative
     stages = [Stage(0, "trained")]
+    if spec.all_at_once:  # eMPRT: the trained and the fully randomized model only
+        return stages + [Stage(1, "all blocks", list(blocks))]
     for k, block in enumerate(blocks if order == "top_down" else blocks[::-1], start=1):
         stages.append(Stage(k, block.name, [block], restore_first=not cumulative))
     return stages
@@ -296,19 +300,28 @@ class Comparison:
         return {name: np.stack(stages, axis=1) for name, stages in source.items()}
 
     def null_table(self) -> pd.DataFrame:
-        """The null similarity's raw values: each method's trained-model maps of two different images, for
-        n // 2 disjoint seeded image pairs (report.null_pairs) and every metric."""
+        """The null's raw values for every method and metric (metrics.Metric.null): `other_image`, the metric
+        between the trained-model maps of two different images, for n // 2 disjoint seeded image pairs
+        (report.null_pairs); `noise_map` (eMPRT), the metric between each trained-model map and an equally
+        sized map of i.i.d. N(0, 1) values seeded by the image (`other_image` -1)."""
         first, second = report.null_pairs(len(self.image_ids), self.cfg.seed)
-        if not len(first):  # a single image has no pair
-            return pd.DataFrame(columns=report.NULL_COLUMNS)
         frames = []
         for method in self.names:
             maps = self.reference[method]
             for metric, params in self.metric_params.items():
-                values, undefined = compare_where_finite(maps[first], maps[second], metric, params)
-                frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
-                                            "other_image": self.image_ids[second], "value": values,
-                                            "undefined": undefined}))
+                if metrics.METRICS[metric].null == "noise_map":
+                    noise = np.stack([np.random.default_rng([int(self.cfg.seed), 5, int(i)]).standard_normal(
+                        maps.shape[1:]) for i in self.image_ids])
+                    values, undefined = compare_where_finite(maps, noise, metric, params)
+                    frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids,
+                                                "other_image": -1, "value": values, "undefined": undefined}))
+                elif len(first):  # a single image has no pair
+                    values, undefined = compare_where_finite(maps[first], maps[second], metric, params)
+                    frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
+                                                "other_image": self.image_ids[second], "value": values,
+                                                "undefined": undefined}))
+        if not frames:
+            return pd.DataFrame(columns=report.NULL_COLUMNS)
         return pd.concat(frames, ignore_index=True)[report.NULL_COLUMNS]
 
 
@@ -417,7 +430,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
     summary = report.summarize(table)
     null = comparison.null_table()
     controls = {run.name for run in runs if not methods.get(run.kind).needs_model}
-    verdict = report.verdict(summary, cfg.test.name, cfg.verdict.metric, controls, rule=cfg.verdict.rule,
+    verdict = report.verdict(summary, cfg.test.name, config_checks.verdict_metric(cfg), controls, rule=cfg.verdict.rule,
                              threshold=cfg.verdict.threshold, null=report.summarize_null(null),
                              problems=problems, metrics=table,
                              invariance=(comparison.max_difference
@@ -438,7 +451,7 @@ def write_outputs(run_dir: Path, cfg, comparison: Comparison, runs, display_imag
                                     comparison.stage_labels, mode, input_captions=captions[k:k + 1],
                                     title=f"{title} ({mode} maps)")
         chosen_metrics = list(comparison.metric_params)
-        if sanity_tests.get(cfg.test.name).judged == "single_stage":
+        if summary["stage"].max() == 1:  # one comparison (data, random logit, invariance, eMPRT): bars
             plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen_metrics,
                                  title=title, controls=controls)
         else:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .io import atomic_path
+from .metrics import METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -347,7 +348,7 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
     fig_w = ncols * panel_w + 0.6 + legend_w
     fig_h = max(nrows * panel_h + 0.5 + (0.4 if title else 0.0), 0.25 * len(methods) + 1.0)
     fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=all(_is_similarity(m) for m in metrics))
 
     for k, metric in enumerate(metrics):
         ax = axes[k // ncols][k % ncols]
@@ -369,7 +370,7 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
             if np.isfinite(y).any():
                 ax.plot(x, y, **_line_style(m, j, colors, controls))
         ax.set_title(str(metric), fontsize=11)
-        ax.set_ylim(-1.05, 1.05)
+        _metric_axis(ax, metric, ylabel=k % ncols == 0)
         ax.set_xlim(-0.4, n_st - 0.6)
         ax.set_xticks(range(n_st))
         if rotation:
@@ -378,8 +379,6 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
         else:
             ax.set_xticklabels(xticklabels, fontsize=8)
         ax.grid(axis="y", color="0.92", lw=0.6)
-        if k % ncols == 0:
-            ax.set_ylabel("mean similarity")
         ax.tick_params(axis="y", labelleft=True)
     for k in range(len(metrics), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
@@ -390,6 +389,18 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
+
+
+def _is_similarity(metric: str) -> bool:
+    return metric not in METRICS or METRICS[metric].higher_is_more_similar
+
+
+def _metric_axis(ax, metric: str, ylabel: bool) -> None:
+    """A similarity's panel spans [-1.05, 1.05]; a score such as eMPRT's entropy rise is scaled to its values."""
+    if _is_similarity(metric):
+        ax.set_ylim(-1.05, 1.05)
+    if ylabel or not _is_similarity(metric):
+        ax.set_ylabel("mean similarity" if _is_similarity(metric) else f"mean {metric.replace('_', ' ')}")
 
 
 def _line_style(method: str, index: int, colors: dict, controls) -> dict:
@@ -448,14 +459,12 @@ def data_test_bars(path, summary: "pd.DataFrame", metrics: list[str], title: str
                 yerr = np.array([[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]])
                 ax.errorbar(x[j], mean, yerr=yerr, fmt="none", ecolor="black", capsize=3, lw=1)
         ax.set_title(str(metric), fontsize=11)
-        ax.set_ylim(-1.05, 1.05)
+        _metric_axis(ax, metric, ylabel=k % ncols == 0)
         ax.set_xlim(-0.6, n_m - 0.4)
         ax.set_xticks(x)
         ax.set_xticklabels(methods, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
         ax.grid(axis="y", color="0.92", lw=0.6)
         ax.set_axisbelow(True)
-        if k % ncols == 0:
-            ax.set_ylabel("mean similarity")
     for k in range(len(metrics), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if title:

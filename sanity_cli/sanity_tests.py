@@ -8,6 +8,10 @@ cumulative  each stage randomizes on top of the previous one (cascading) rather 
 judged      which stages the verdict is about: last_stage (everything randomized), mean_over_stages (each block
             alone), single_stage (the one comparison)
 smoothing   explanations are averaged over noisy copies of the input first (Hedström et al.'s sMPRT)
+all_at_once a single randomized stage with every block re-initialised (Hedström et al.'s eMPRT)
+verdict_metric
+            the metric the verdict is decided on whatever `verdict.metric` says (eMPRT: its entropy rise; it is
+            computed even when `metric=[...]` does not list it)
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class SanityTest:
     cumulative: bool = False
     judged: str = "single_stage"
     smoothing: bool = False
+    all_at_once: bool = False
+    verdict_metric: str | None = None
     source: str = ""
 
 
@@ -34,6 +40,8 @@ TESTS = {test.name: test for test in (
     SanityTest("data", "data_randomization", source="Adebayo et al. 2018, Sec. 4"),
     SanityTest("smooth_mprt", "model_randomization", cumulative=True, judged="last_stage", smoothing=True,
                source="Hedström et al. 2023, Sanity Checks Revisited"),
+    SanityTest("efficient_mprt", "model_randomization", cumulative=True, judged="last_stage", all_at_once=True,
+               verdict_metric="entropy_rise", source="Hedström et al. 2023, Sanity Checks Revisited"),
     SanityTest("input_invariance", "input_invariance", source="Kindermans et al. 2019"),
     SanityTest("random_logit", "random_logit", source="Sixt et al. 2020, When explanations lie"),
 )}

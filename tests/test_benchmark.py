@@ -116,6 +116,21 @@ def test_pair_identity_and_same_noise():
     measure.check_maps("ig eager", ig, peers.pair_ig(images, targets, eager, 5, 0.0), log=lambda *_: None)
 
 
+def test_quantus_efficient_mprt_agrees_with_entropy_rise_on_the_same_maps():
+    """Quantus 0.6's EfficientMPRT and sanity's entropy_rise score the same explanations to 1e-9 (the check the
+    benchmark runs before timing); a different score would raise."""
+    pytest.importorskip("quantus")
+    import keras
+    from sanity_cli import architectures
+
+    keras.utils.set_random_seed(0)
+    model = architectures.get("mnist_cnn").build()
+    images = np.random.default_rng(0).random((6, 28, 28, 1), dtype=np.float32)
+    lines = peers.check_quantus_efficient_mprt(model, images, np.arange(6, dtype=np.int32), log=lambda *_: None)
+    worst = float(lines[0].split("max diff ")[1].split(" ")[0])
+    assert worst <= 1e-9
+
+
 def test_tiny_end_to_end_mnist(tmp_path):
     """The script itself, MNIST workloads only (peers included when installed), at the hidden --tiny size."""
     out = tmp_path / "bench"

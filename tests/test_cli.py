@@ -44,10 +44,13 @@ def test_groups_are_the_documented_interface():
     assert set(GROUPS["data"]) >= {"mnist", "fashion_mnist"}
     from sanity_cli import sanity_tests
 
-    assert set(GROUPS["test"]) == set(sanity_tests.TESTS) == {"cascading", "independent", "data", "smooth_mprt",
-                                                              "input_invariance", "random_logit"}  # configs mirror the registry
+    assert set(GROUPS["test"]) == set(sanity_tests.TESTS) == {  # configs mirror the registry
+        "cascading", "independent", "data", "smooth_mprt", "efficient_mprt", "input_invariance", "random_logit"}
     assert set(GROUPS["budget"]) >= {"smoke", "paper"}
-    assert set(GROUPS["metric"]) == {"spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman"}
+    from sanity_cli import metrics
+
+    assert set(GROUPS["metric"]) == set(metrics.METRICS) == {"spearman_abs", "spearman", "ssim", "hog_pearson",
+                                                             "hog_spearman", "entropy_rise"}
 
 
 @pytest.mark.parametrize("group", ["model", "data", "test", "budget", "experiment"])

@@ -17,24 +17,29 @@ from sanity_cli.metrics import (
 )
 
 
+SIMILARITIES = tuple(name for name in METRIC_NAMES if metrics.METRICS[name].higher_is_more_similar)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
 
 
 def test_metric_names():
-    assert METRIC_NAMES == ("spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman")
+    assert METRIC_NAMES == ("spearman_abs", "spearman", "ssim", "hog_pearson", "hog_spearman", "entropy_rise")
+    assert SIMILARITIES == METRIC_NAMES[:-1]
 
 
 @pytest.mark.parametrize("metric", METRIC_NAMES)
 @pytest.mark.parametrize("shape", [(4, 28, 28), (3, 40, 40, 3)])
 def test_identical_maps_give_one(rng, metric, shape):
+    """A similarity of a map with itself is 1; its entropy rise is 0."""
     a = rng.normal(size=shape)
     values, undefined = compare(a, a.copy(), metric)
     assert values.shape == (shape[0],) and values.dtype == np.float64
     assert undefined.shape == (shape[0],) and undefined.dtype == np.bool_
     assert not undefined.any()
-    np.testing.assert_allclose(values, 1.0, atol=1e-9)
+    np.testing.assert_allclose(values, 1.0 if metric in SIMILARITIES else 0.0, atol=1e-9)
 
 
 def test_negation(rng):
@@ -190,7 +195,9 @@ def test_mixed_batch_nan_exactly_where_undefined(rng):
     for metric in METRIC_NAMES:
         values, undefined = compare(a, b, metric)
         np.testing.assert_array_equal(np.isnan(values), undefined)
-        if metric != "ssim":
+        if metric == "entropy_rise":  # only a constant reference is undefined; a constant other map has H = 0
+            assert not undefined.any() and values[2] == -1.0
+        elif metric != "ssim":
             np.testing.assert_array_equal(undefined, [False, False, True, False])
 
 
@@ -246,18 +253,23 @@ def test_module_has_no_unexpected_public_names():
     public = {n for n in dir(metrics) if not n.startswith("_")
               and not isinstance(getattr(metrics, n), types.ModuleType) and n != "annotations"}
     assert public == {"METRIC_NAMES", "METRICS", "Metric", "NORMALISATIONS", "SanityError", "check_params", "dataclass",
-                      "normalize_absolute",
+                      "normalize_absolute", "ENTROPY_BINS", "discrete_entropy", "entropy_rise",
                       "normalize_diverging", "compare", "rowwise_pearson"}
 
 
 def test_metric_registry_declares_each_metrics_properties():
     assert list(metrics.METRICS) == list(metrics.METRIC_NAMES)
-    assert all(m.value_range == (-1.0, 1.0) and m.higher_is_more_similar for m in metrics.METRICS.values())
+    similarities = [m for m in metrics.METRICS.values() if m.higher_is_more_similar]
+    assert all(m.value_range == (-1.0, 1.0) and m.null == "other_image" for m in similarities)
+    assert [m.name for m in similarities] == list(SIMILARITIES)
+    rise = metrics.METRICS["entropy_rise"]
+    assert (rise.value_range, rise.null, rise.default_normalisation) == ((-1.0, np.inf), "noise_map", "raw")
     assert [n for n, m in metrics.METRICS.items() if not m.can_be_undefined] == ["ssim"]
     assert {n: (m.normalise, m.features, m.statistic) for n, m in metrics.METRICS.items()} == {
         "spearman_abs": ("absolute", "pixels", "spearman"), "spearman": ("diverging", "pixels", "spearman"),
         "ssim": ("absolute", "pixels", "ssim"), "hog_pearson": ("absolute", "hog", "pearson"),
-        "hog_spearman": ("absolute", "hog", "spearman")}
+        "hog_spearman": ("absolute", "hog", "spearman"),
+        "entropy_rise": ("diverging", "histogram", "entropy_rise")}
 
 
 # --------------------------------------------------------------------------- #

@@ -151,7 +151,7 @@ def test_shipped_suites_compose():
         _, jobs = reproduce.load_suite(name)
         for overrides in jobs.values():
             config.compose_jobs(overrides, False)
-    assert {"smoke", "paper_mnist"} <= set(reproduce.available_suites())
+    assert {"smoke", "paper_mnist", "revisited"} <= set(reproduce.available_suites())
 
 
 def test_a_night_whose_every_job_failed_is_exit_2_with_its_pages(sanity, tmp_path):

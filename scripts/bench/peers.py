@@ -203,6 +203,53 @@ def check_quantus(model, x, y, q_scores, log) -> list[str]:
     return [line] + ([finding] if finding else [])
 
 
+# --------------------------------------------------------------------------- Quantus efficient MPRT
+
+def ours_as_explain_func(batch: int = 256):
+    """Quantus explain_func that returns sanity's own gradient maps (methods.explain) in the layout received, so
+    that Quantus and sanity score the very same explanations."""
+
+    def explain(model, inputs, targets, **kwargs):
+        inputs = np.asarray(inputs, np.float32)
+        moved = inputs.shape[1:] != tuple(model.input_shape[1:])
+        maps = ours_explain(model, np.moveaxis(inputs, 1, -1) if moved else inputs, np.asarray(targets), "gradient",
+                            {}, batch)
+        return np.moveaxis(maps, -1, 1) if moved else maps
+
+    return explain
+
+
+def check_quantus_efficient_mprt(model, x, y, log) -> list[str]:
+    """Quantus 0.6's EfficientMPRT (bottom-up, its defaults: raw values, 100-bin discrete entropy) against
+    sanity's `entropy_rise` on the same explanations: both score the trained model's and Quantus' fully
+    randomized model's gradient maps, made by sanity's engine; the scores must agree to 1e-9."""
+    import keras
+    import quantus
+    from quantus.helpers.model.tf_model import TensorFlowModel
+    from sanity_cli import metrics
+
+    explain = ours_as_explain_func()
+    keras.utils.set_random_seed(1234)  # Quantus' clone_model draws fresh weights: the same ones for both passes
+    metric = quantus.EfficientMPRT(layer_order="bottom_up", seed=42, disable_warnings=True,
+                                   display_progressbar=False)
+    # channel_first=None: with False, Quantus 0.6 feeds its channel-first copy of x to a channel-last Keras model
+    theirs = np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=None, channel_first=None,
+                               explain_func=explain, explain_func_kwargs={}, batch_size=64), np.float64)
+    keras.utils.set_random_seed(1234)
+    wrapped = TensorFlowModel(model=model, channel_first=False, softmax=False, model_predict_kwargs={})
+    for _, randomized in wrapped.get_random_layer_generator(order="bottom_up", seed=42):
+        pass  # the last state: every layer randomized
+    ours, _ = metrics.compare(explain(model, x, y), explain(randomized, x, y), "entropy_rise")
+    worst = float(np.max(np.abs(ours - theirs)))
+    line = (f"quantus EfficientMPRT score per image ({len(x)} images, gradient maps from sanity's engine) vs sanity "
+            f"metric entropy_rise on the same maps: max diff {worst:.2e} (<= 1e-9); mean {ours.mean():+.4f} vs "
+            f"{theirs.mean():+.4f}")
+    if not worst <= 1e-9:
+        raise CheckFailed(line)
+    log(f"check ok  {line}")
+    return [line]
+
+
 # --------------------------------------------------------------------------- the per-pair metric loop
 
 def per_pair_metrics(a: np.ndarray, b: np.ndarray, which=None) -> dict[str, np.ndarray]:
