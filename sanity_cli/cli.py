@@ -244,7 +244,10 @@ def make_task(command: str, debug: bool, claimed: RunDir | None = None, created:
         try:
             if in_sweep:
                 run_dir.clear_failure()
-            getattr(pipeline, command)(cfg, run_dir, validated=not in_sweep)
+            if command == "run" and COLLECT is not None:  # the Python API (api.check)
+                pipeline.run(cfg, run_dir, validated=not in_sweep, collect=COLLECT)
+            else:
+                getattr(pipeline, command)(cfg, run_dir, validated=not in_sweep)
         except SanityError as err:
             if debug:
                 raise
@@ -317,6 +320,46 @@ def _hydra_main(command: str, args: list[str], source, created: list[Path], debu
     finally:
         sys.argv = saved_argv
     return 2 if sweep.FAILED_JOBS else 0
+
+
+COLLECT: dict | None = None  # set by run_in_process: pipeline.run's in-memory results for the Python API
+
+
+class _ErrorTee:
+    """stderr as it is, remembering the last `sanity: error:` line."""
+
+    def __init__(self, stream):
+        self.stream, self.error = stream, ""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.startswith("sanity: error: "):
+                self.error = line[len("sanity: error: "):]
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def run_in_process(args: list[str], collect: dict) -> tuple[int, str]:
+    """`sanity run ARGS` in this process for api.check: (exit code, the error line or ""); `collect` receives
+    pipeline.run's images, stages and maps. The logging handlers Hydra adds for the run are removed after it."""
+    import logging
+
+    global COLLECT
+    before = set(logging.root.handlers)
+    tee, saved = _ErrorTee(sys.stderr), sys.stderr
+    COLLECT, sys.stderr = collect, tee
+    try:
+        code = main(["run", *args])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        COLLECT, sys.stderr = None, saved
+        for handler in set(logging.root.handlers) - before:
+            logging.root.removeHandler(handler)
+            handler.close()
+    return int(code or 0), tee.error
 
 
 if __name__ == "__main__":

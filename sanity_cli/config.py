@@ -24,7 +24,7 @@ from .training import TrainSettings, normalize_labels_mode
 
 TARGETS = ("predicted", "label", "predicted_per_stage")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
-PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights")
+PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights", "model.path")
 
 
 @dataclass
@@ -43,14 +43,23 @@ def _positive_int(value, what: str) -> int:
 
 
 def train_settings(cfg: DictConfig) -> TrainSettings:
+    """`train.*`, with `model.train.*` (model=keras: optimizer, learning_rate, epochs, batch_size,
+    target_accuracy, max_epochs) taking precedence where set."""
     t = cfg.train
+    own = cfg.model.get("train") or {}
+
+    def pick(key, default):
+        return own.get(key) if own.get(key) is not None else default
+
     try:
         settings = TrainSettings(
-            epochs=int(t.epochs), batch_size=int(t.batch_size), learning_rate=float(t.learning_rate),
+            epochs=int(pick("epochs", t.epochs)), batch_size=int(pick("batch_size", t.batch_size)),
+            learning_rate=float(pick("learning_rate", t.learning_rate)),
             max_train_images=None if t.max_train_images is None else int(t.max_train_images),
-            permuted_target_accuracy=float(t.permuted.target_accuracy),
-            permuted_max_epochs=int(t.permuted.max_epochs),
-            validation_images=int(t.get("validation_images") or 0))
+            permuted_target_accuracy=float(pick("target_accuracy", t.permuted.target_accuracy)),
+            permuted_max_epochs=int(pick("max_epochs", t.permuted.max_epochs)),
+            validation_images=int(t.get("validation_images") or 0),
+            optimizer=str(pick("optimizer", "adam")))
     except (TypeError, ValueError) as err:
         raise SanityError(f"train settings must be numbers ({err})") from None
     settings.validate()
@@ -77,7 +86,7 @@ def method_runs(cfg: DictConfig) -> list[MethodRun]:
         sigma = params.get("sigma", 1.0)
         if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) and sigma > 0):
             raise SanityError(f"method.{key}.sigma must be > 0, got {params['sigma']!r}")
-        methods.resolve_params(key, spec, params, architectures.get(cfg.model.name).input_range)  # checks
+        methods.resolve_params(key, spec, params, architectures.for_config(cfg.model).input_range)  # checks
         name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
         if name in [run.name for run in runs]:
             raise SanityError(f"method '{key}' produces '{name}' twice; drop one of them from method=[...]")
@@ -175,13 +184,17 @@ def validate(cfg: DictConfig) -> None:
 def validate_model_and_data(cfg: DictConfig) -> None:
     """The model is a known architecture that explains this data (photos go with Inception, digits with the
     MNIST models); data sources and sizes are known values."""
-    arch = architectures.get(cfg.model.name)
+    arch = architectures.for_config(cfg.model)
     arch.check_data(cfg.data.name)
     if arch.data == "photos":
         if cfg.data.size != arch.image_size:
             raise SanityError(f"data.size must be {arch.image_size} for model={arch.name}, got {cfg.data.size!r}")
         if cfg.data.max_images is not None:
             _positive_int(cfg.data.max_images, "data.max_images")
+    elif cfg.data.name == "npz":
+        if not cfg.data.get("path"):
+            raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, "
+                              "y_train])")
     elif cfg.data.source not in DATA_SOURCES:
         raise SanityError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {cfg.data.source!r}")
 

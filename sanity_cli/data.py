@@ -553,3 +553,69 @@ def fingerprint(ds: Dataset) -> str:
         h.update(f"|{key}:{arr.dtype.str}:{arr.shape}|".encode())
         h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# your own arrays (data=npz)
+
+def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """uint8 images -> [0, 1] (x / 255); floating images must already lie in [0, 1]; (N, H, W) gets a channel."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise SanityError(f"{path}: {key} has shape {_shape_str(x.shape)}; images must be (N, height, width[, "
+                          f"channels])")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise SanityError(f"{path}: {key} has dtype {x.dtype}; save images as uint8 (0-255) or floats in [0, 1]")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all() or x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
+        raise SanityError(f"{path}: {key} holds values outside [0, 1] (min {np.nanmin(x):.3g}, max "
+                          f"{np.nanmax(x):.3g}); save images as uint8 (0-255) or floats in [0, 1] (the model's "
+                          f"own scaling is model.input_range / model.preprocess)")
+    return x
+
+
+def load_npz(path, log: Callable[[str], object] = print) -> Dataset:
+    """`data=npz data.path=FILE`: arrays x_test, y_test (needed) and x_train, y_train (needed when a model is
+    trained: the data test), any image size and channel count; optional class_names."""
+    if not path:
+        raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, y_train])")
+    file = Path(str(path)).expanduser()
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise SanityError(f"data.path {file} does not exist; give the .npz file") from None
+    except (OSError, ValueError) as err:
+        raise SanityError(f"data.path {file} is not a numpy .npz archive ({_one_line(err)}); save it with "
+                          f"np.savez(path, x_test=..., y_test=...)") from None
+    missing = [key for key in ("x_test", "y_test") if key not in arrays]
+    if missing:
+        raise SanityError(f"{file} has no {' and no '.join(missing)} (it has {', '.join(arrays) or 'nothing'}); "
+                          f"save x_test, y_test (and x_train, y_train for test=data)")
+    x_test = _npz_images(arrays["x_test"], "x_test", file)
+    has_train = "x_train" in arrays and "y_train" in arrays
+    x_train = _npz_images(arrays["x_train"], "x_train", file) if has_train else x_test[:0]
+    splits = {"train": (x_train, arrays.get("y_train", np.zeros(0, np.int64))), "test": (x_test, arrays["y_test"])}
+    labels = {}
+    for split, (x, y) in splits.items():
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise SanityError(f"{file}: y_{split} must hold one class index >= 0 per image of x_{split} "
+                              f"({len(x)}), got shape {_shape_str(y.shape)} dtype {y.dtype}")
+        labels[split] = y.astype(np.int64)
+    if has_train and x_train.shape[1:] != x_test.shape[1:]:
+        raise SanityError(f"{file}: x_train images are {x_train.shape[1:]} but x_test images {x_test.shape[1:]}")
+    classes = int(max(labels["test"].max(initial=0), labels["train"].max(initial=0))) + 1
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else [str(k) for k in range(classes)]
+    ds = Dataset(name="npz", x_train=x_train, y_train=labels["train"], x_test=x_test, y_test=labels["test"],
+                 class_names=names,
+                 provenance={"source": "npz", "name": "npz", "path": str(file.resolve()), "sha256": digest,
+                             "n_train": int(len(x_train)), "n_test": int(len(x_test))})
+    log(f"data: {file} ({len(x_test)} test images {tuple(x_test.shape[1:])}, {len(x_train)} training images, "
+        f"{len(names)} classes)")
+    return ds

@@ -58,6 +58,8 @@ class Timer:
 # ---------------------------------------------------------------- data
 
 def load_data(cfg: DictConfig) -> data_sources.Dataset:
+    if cfg.data.name == "npz":
+        return data_sources.load_npz(cfg.data.path, log=log)
     if cfg.data.name == "images":
         from .photos import load_photos
 
@@ -81,10 +83,21 @@ def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np
 # ---------------------------------------------------------------- model
 
 def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
-    """The trained (or permuted-label) model: pretrained weights, or from the model cache / training."""
-    arch = architectures.get(cfg.model.name)
+    """The trained (or permuted-label) model: pretrained weights (Inception; your own Keras file), or from the
+    model cache / training (the MNIST models; fresh copies of your Keras model for the data test)."""
+    arch = architectures.for_config(cfg.model)
     arch.check_data(dataset.name)
-    if not arch.trained_by_sanity:
+    if isinstance(arch, architectures.KerasFile):
+        from .user_model import check_fits
+
+        model = arch.build()
+        check_fits(model, dataset, f"data={dataset.name}")
+        if sanity_tests.get(cfg.test.name).family != "data_randomization" and labels == "true":
+            log(f"model: {arch.path} ({model.name}, {model.count_params():,} parameters, input "
+                f"{tuple(model.input_shape[1:])}, {model.output_shape[-1]} classes)")
+            return training.TrainedModel(model, f"keras-{arch.file_digest[:16]}", "true",
+                                         {"file": arch.path, "sha256": arch.file_digest, "cache": "file"})
+    elif not arch.trained_by_sanity:
         if labels != "true":
             raise SanityError(f"the data randomization test needs a model sanity trains itself; model={arch.name} "
                               f"comes pretrained (use model=mnist_cnn or model=mnist_mlp with test=data)")
@@ -92,7 +105,7 @@ def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
         log(f"model: {arch.name} with weights={cfg.model.weights}")
         return training.TrainedModel(model, f"{model.name}-{cfg.model.weights}", "true",
                                      {"weights": str(cfg.model.weights), "cache": "keras"})
-    return training.load_or_train(cfg.model.name, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
+    return training.load_or_train(arch, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
                                   cache_dir=cfg.cache_dir, log=log)
 
 
@@ -102,7 +115,7 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
     """The configured methods, with GradCAM's layer filled from the model config; GradCAM-family methods
     are skipped (with a log line) on a model that has no conv layer."""
     runs = []
-    layer = cfg.model.get("gradcam_layer") or architectures.get(cfg.model.name).gradcam_layer
+    layer = cfg.model.get("gradcam_layer") or architectures.for_config(cfg.model).default_gradcam_layer(model)
     for run in config_checks.method_runs(cfg):
         spec = methods.get(run.kind)
         if spec.needs_conv_layer and not run.params.get("layer"):
@@ -120,7 +133,7 @@ def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repea
     with smoothing (sMPRT) explains the noisy copies of SMOOTHING_CHUNK images at a time in one batched call per
     method and averages them: memory stays bounded, and a fixed chunk keeps the maps of noise methods (whose own
     noise is seeded by the image's place in the call) independent of batch_size."""
-    input_range = input_range or architectures.get(cfg.model.name).input_range
+    input_range = input_range or architectures.for_config(cfg.model).input_range
     copies = int(cfg.test.samples) if sanity_tests.get(cfg.test.name).smoothing else 1
     maps = {}
     for run in tqdm(runs, desc="  methods", leave=False, disable=None):
@@ -244,8 +257,11 @@ class Comparison:
     """Collects every stage's metric rows and the normalised maps shown in the grids. Each stage is one unit
     of work, saved as it finishes and skipped when a killed run is resumed."""
 
-    def __init__(self, cfg: DictConfig, runs, image_ids: np.ndarray, units: UnitStore, checks: SelfChecks):
+    def __init__(self, cfg: DictConfig, runs, image_ids: np.ndarray, units: UnitStore, checks: SelfChecks,
+                 keep_maps: bool = False):
         self.cfg = cfg
+        self.keep_maps = keep_maps  # the Python API's Result.maps: every image's normalised map at every stage
+        self.all_maps: dict[str, list[np.ndarray]] = {run.name: [] for run in runs}
         self.checks = checks
         self.names = [run.name for run in runs]
         self.metric_params = config_checks.metric_params(cfg)
@@ -272,8 +288,12 @@ class Comparison:
         name = stage_unit(stage.index, repeat)
         unit = self.units.load(name)
         if unit is None:
-            unit = compare_stage(self.reference, explain(), self.metric_params, self.cfg.grid_images)
+            explained = explain()
+            unit = compare_stage(self.reference, explained, self.metric_params, self.cfg.grid_images)
             self.units.save(name, unit)
+            if self.keep_maps and repeat == 0:
+                for method, maps in explained.items():
+                    self.all_maps[method].append(metrics.normalize_absolute(np.where(np.isfinite(maps), maps, 0.0)))
         for method in self.names:
             self.checks.record_nonfinite(method, int(unit[f"nonfinite/{method}"].sum()))
             for metric in self.metric_params:
@@ -326,17 +346,17 @@ class Comparison:
 
 
 def run_model_randomization(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
-                            checks: SelfChecks) -> Comparison:
+                            checks: SelfChecks, keep_maps: bool = False) -> Comparison:
     """Paper Sec. 3.1. Randomizing a block is cheap, explaining is not: a resumed run replays the seeded
     re-initialisations of finished stages (so later stages see the same weights) but skips their maps.
     After each stage the logits on the explained images are checked to have changed."""
     model = trained.model
     engine = methods.engine.engine_for(model)
-    blocks = architectures.get(cfg.model.name).blocks(model)
+    blocks = architectures.for_config(cfg.model).blocks(model)
     stages = plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
     trained_weights = randomize.snapshot(model)
     trained_logits = engine.predict_logits(images, batch_size=cfg.batch_size)
-    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
     comparison.set_reference(stages[0], lambda: explain_all(model, runs, images, targets, cfg, stage=0, repeat=0))
     try:
         for repeat in range(cfg.test.repeats):
@@ -357,11 +377,11 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
 
 
 def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units: UnitStore,
-                           checks: SelfChecks) -> Comparison:
+                           checks: SelfChecks, keep_maps: bool = False) -> Comparison:
     """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models.
     Meaningful only once the permuted-label model has memorised its labels (checked)."""
     checks.check_memorised(permuted.info, float(cfg.train.permuted.target_accuracy))
-    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
     comparison.set_reference(Stage(0, "true_labels"),
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
     permuted_logits = methods.engine.engine_for(permuted.model).predict_logits(images, batch_size=cfg.batch_size)
@@ -372,19 +392,19 @@ def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_
 
 
 def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
-                         checks: SelfChecks) -> Comparison:
+                         checks: SelfChecks, keep_maps: bool = False) -> Comparison:
     """Kindermans et al. 2019: the same model function on inputs shifted by c (first-layer bias b - W c, logits
     checked equal); `baseline: black` moves with the shift. The verdict compares each map with its original
     (RunDir units keep the relative differences)."""
     shift = float(cfg.test.shift)
-    low, high = architectures.get(cfg.model.name).input_range
+    low, high = architectures.for_config(cfg.model).input_range
     shifted = shift_compensated(trained.model, shift)
     original_logits = methods.engine.engine_for(trained.model).predict_logits(images, batch_size=cfg.batch_size)
     change = check_same_function(original_logits, methods.engine.engine_for(shifted).predict_logits(
         images + np.float32(shift), batch_size=cfg.batch_size), cfg.model.name)
     log(f"input invariance: inputs shifted by {shift:+g}, first-layer bias compensated; logits change at most "
         f"{change:.2g}")
-    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
     comparison.set_reference(Stage(0, "original"),
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
     comparison.add(Stage(1, f"shifted {shift:+g}"), 0,
@@ -400,12 +420,12 @@ def other_classes(targets: np.ndarray, classes: int, seed: int) -> np.ndarray:
 
 
 def run_random_logit(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
-                     checks: SelfChecks) -> Comparison:
+                     checks: SelfChecks, keep_maps: bool = False) -> Comparison:
     """Sixt et al. 2020: the same model and images, the explanation of another (random) class compared with the
     explanation of the class explained so far."""
     classes = int(trained.model.output_shape[-1])
     others = other_classes(targets, classes, cfg.seed)
-    comparison = Comparison(cfg, runs, image_ids, units, checks)
+    comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
     comparison.set_reference(Stage(0, "explained class"),
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
     comparison.add(Stage(1, "random other class"), 0,
@@ -483,9 +503,10 @@ def report_finished(run_dir: RunDir) -> Path:
     return run_dir.path
 
 
-def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Path:
+def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collect: dict | None = None) -> Path:
     """`sanity run`: one randomization test, all outputs written to run_dir (a path, or a RunDir the caller has
-    claimed; `validated`: the caller already ran config.validate on this cfg, as the CLI does)."""
+    claimed; `validated`: the caller already ran config.validate on this cfg, as the CLI does). `collect` (the
+    Python API) receives the explained images and every normalised map ("images", "maps", "stages")."""
     timer, started = Timer(), time.time()
     if not validated:
         config_checks.validate(cfg)
@@ -503,7 +524,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
             dataset = load_data(cfg)
             image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
             shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
-            images = architectures.get(cfg.model.name).to_model_space(shown)
+            images = architectures.for_config(cfg.model).to_model_space(shown)
         with timer.phase("model"):
             trained = load_model(cfg, dataset, "true")
             family = sanity_tests.get(cfg.test.name).family
@@ -519,16 +540,22 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> Pat
         log(f"run: {cfg.test.name} test, {len(runs)} methods x {len(image_ids)} images, "
             f"metrics {', '.join(cfg.metric)}")
         with timer.phase("explain_randomize_compare"):
+            keep = collect is not None
             if family == "data_randomization":
                 comparison = run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units,
-                                                    checks)
+                                                    checks, keep)
             elif family == "random_logit":
-                comparison = run_random_logit(cfg, trained, runs, images, targets, image_ids, units, checks)
+                comparison = run_random_logit(cfg, trained, runs, images, targets, image_ids, units, checks, keep)
             elif family == "input_invariance":
-                comparison = run_input_invariance(cfg, trained, runs, images, targets, image_ids, units, checks)
+                comparison = run_input_invariance(cfg, trained, runs, images, targets, image_ids, units, checks,
+                                                  keep)
             else:
-                comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units, checks)
+                comparison = run_model_randomization(cfg, trained, runs, images, targets, image_ids, units, checks,
+                                                     keep)
             checks.finish()
+            if keep:
+                collect.update(images=shown, stages=list(comparison.stage_labels),
+                               maps={name: np.stack(maps, axis=1) for name, maps in comparison.all_maps.items()})
         with timer.phase("write"):
             captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
             verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions,
@@ -564,7 +591,7 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> t
     started = time.time()
     if not validated:
         config_checks.validate(cfg)
-    if not architectures.get(cfg.model.name).trained_by_sanity:
+    if not architectures.for_config(cfg.model).trained_by_sanity:
         raise SanityError(f"sanity train trains the MNIST models; model={cfg.model.name} comes pretrained "
                           f"(model.weights=...)")
     directory = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)

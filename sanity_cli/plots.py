@@ -145,8 +145,7 @@ def _panel_grid(n: int) -> tuple[int, int]:
 
 
 # Saliency grid -----------------------------------------------------------------------------------
-def saliency_grid(
-    path,
+def saliency_grid_figure(
     inputs: np.ndarray,
     maps: dict[str, np.ndarray],
     column_labels: list[str],
@@ -154,8 +153,8 @@ def saliency_grid(
     row_labels: dict[str, str] | None = None,
     input_captions: list[str] | None = None,
     title: str = "",
-) -> None:
-    """Paper-figure style grid (Fig. 2/3) of saliency maps, written as a PNG to `path`.
+) -> Figure:
+    """Paper-figure style grid (Fig. 2/3) of saliency maps (saliency_grid writes it as a PNG).
 
     One block per input image. Within a block, rows are methods (keys of `maps`, in order) and
     columns are the input image (first row of the block only, with its caption underneath) followed by
@@ -296,7 +295,14 @@ def saliency_grid(
                         ax.set_title(column_labels[s], fontsize=font, pad=3)
     if title:
         fig.text(0.5, 1.0 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12)
-    _save(fig, path)
+    return fig
+
+
+def saliency_grid(path, inputs: np.ndarray, maps: dict[str, np.ndarray], column_labels: list[str], mode: str,
+                  row_labels: dict[str, str] | None = None, input_captions: list[str] | None = None,
+                  title: str = "") -> None:
+    """Write saliency_grid_figure(...) as a PNG to `path`."""
+    _save(saliency_grid_figure(inputs, maps, column_labels, mode, row_labels, input_captions, title), path)
 
 
 # Similarity curves -------------------------------------------------------------------------------

@@ -57,16 +57,31 @@ def _variable_name(variable) -> str:
     return variable.path.rsplit("/", 1)[-1] if hasattr(variable, "path") else variable.name.split(":")[0]
 
 
+def leaf_layers(model):
+    """Every layer, nested models opened (a keras.applications base inside a Sequential), in model order."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested keras.Model
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+def find_layer(model: keras.Model, name: str):
+    """The layer called `name`, at the top level or inside a nested model; None when there is none."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+    return next((layer for layer in leaf_layers(model) if layer.name == name), None)
+
+
 def block_variables(model: keras.Model, block: Block, reset_bn_statistics: bool = False):
     """(layer, variable) pairs the block re-initialises: trainable variables, plus batch-norm moving
     statistics when asked."""
     pairs = []
     for layer_name in block.layers:
-        try:
-            layer = model.get_layer(layer_name)
-        except ValueError:
-            raise SanityError(f"block '{block.name}' names layer '{layer_name}', which {model.name} does not have") \
-                from None
+        layer = find_layer(model, layer_name)
+        if layer is None:
+            raise SanityError(f"block '{block.name}' names layer '{layer_name}', which {model.name} does not have")
         for variable in layer.weights:
             name = _variable_name(variable)
             if variable.trainable or (reset_bn_statistics and name in BN_STATISTICS):

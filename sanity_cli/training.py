@@ -21,6 +21,7 @@ from .errors import SanityError
 from .io import atomic_path, write_json
 
 
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
 TRAINING_VERSION = 2  # 2: a new seeded sample order every epoch, stop on the measured accuracy (cache key)
 
 
@@ -33,6 +34,7 @@ class TrainSettings:
     permuted_target_accuracy: float
     permuted_max_epochs: int
     validation_images: int = 0          # held out of the end of the training split (released code: 5,000)
+    optimizer: str = "adam"             # adam | sgd | rmsprop (model=keras: model.train.optimizer)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -50,6 +52,8 @@ class TrainSettings:
             raise SanityError(f"train.permuted.max_epochs must be >= 1, got {self.permuted_max_epochs}")
         if self.validation_images < 0:
             raise SanityError(f"train.validation_images must be >= 0, got {self.validation_images}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SanityError(f"model.train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
 @dataclass
@@ -77,13 +81,21 @@ def normalize_labels_mode(labels) -> str:
     raise SanityError(f"labels must be 'true' or 'permuted', got '{labels}'")
 
 
-def cache_key(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings) -> str:
-    """sha256 of everything that determines the trained weights."""
+def _architecture(arch):
+    """A registry name or an architectures.Architecture (model=keras: architectures.for_config)."""
+    from . import architectures
+
+    return architectures.get(arch) if isinstance(arch, str) else arch
+
+
+def cache_key(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSettings) -> str:
+    """sha256 of everything that determines the trained weights (for model=keras: the file's sha256 too)."""
     from . import models
 
+    arch = _architecture(arch)
     labels = normalize_labels_mode(labels)
     spec = {
-        "arch": arch,
+        **arch.identity,
         "arch_version": models.ARCHITECTURE_VERSION,
         "training_version": TRAINING_VERSION,
         "validation_images": settings.validation_images,
@@ -98,8 +110,10 @@ def cache_key(arch: str, dataset: Dataset, labels: str, seed: int, settings: Tra
         "permuted_target_accuracy": settings.permuted_target_accuracy if labels == "permuted" else None,
         "permuted_max_epochs": settings.permuted_max_epochs if labels == "permuted" else None,
     }
+    if settings.optimizer != "adam":  # keeps the keys of every model cached before the option existed
+        spec["optimizer"] = settings.optimizer
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{arch}-{dataset.name}-{labels}-{digest}"
+    return f"{arch.name}-{dataset.name}-{labels}-{digest}"
 
 
 def _sha256(path: Path) -> str:
@@ -189,7 +203,7 @@ class Checkpoint:
         self.meta_path.unlink(missing_ok=True)
 
 
-def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings, log=print,
+def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSettings, log=print,
           checkpoint: Checkpoint | None = None):
     """Train from a fixed seed with Adam on softmax cross-entropy; returns (model, info, per-epoch history).
 
@@ -200,8 +214,7 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     """
     import keras
 
-    from . import architectures
-
+    arch = _architecture(arch)
     labels = normalize_labels_mode(labels)
     x, y = training_arrays(dataset, labels, seed, settings)
     permuted = labels == "permuted"
@@ -211,15 +224,17 @@ def train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSe
     state = checkpoint.load(steps_per_epoch, log) if checkpoint else None
     if state is None:
         keras.utils.set_random_seed(seed)
-        model = architectures.get(arch).build()
-        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model = arch.build_untrained(seed)
+        optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+                     "rmsprop": keras.optimizers.RMSprop}[settings.optimizer](settings.learning_rate)
+        model.compile(optimizer=optimizer, metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=arch.outputs_logits))
         history: list[dict] = []
     else:
         model, history = state
         log(f"train: resuming from the checkpoint after epoch {len(history)}")
     goal = f"until train accuracy >= {target}" if permuted else ""
-    log(f"train: {arch} on {dataset.name} with {labels} labels, {len(x)} images, up to {max_epochs} epochs {goal}")
+    log(f"train: {arch.name} on {dataset.name} with {labels} labels, {len(x)} images, up to {max_epochs} epochs {goal}")
     verbose = 1 if sys.stderr.isatty() else 2
     reached = bool(history) and target is not None and history[-1]["train_accuracy"] >= target
     for epoch in range(len(history), max_epochs):
@@ -283,13 +298,14 @@ def _load_entry(model_path: Path, meta_path: Path, key: str, labels: str, arch: 
     return TrainedModel(model, key, labels, dict(meta["info"], cache="hit"))
 
 
-def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings: TrainSettings,
+def load_or_train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSettings,
                   cache_dir: str | os.PathLike | None = None, log=print) -> TrainedModel:
     """Load the model from the cache, or train and cache it. Concurrent processes serialise on a file lock;
     a read-only cache that holds the model is used as it is."""
     from filelock import FileLock
 
     settings.validate()
+    arch = _architecture(arch)
     labels = normalize_labels_mode(labels)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
@@ -299,15 +315,15 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
     key = cache_key(arch, dataset, labels, seed, settings)
     model_path, meta_path = cache / f"{key}.keras", cache / f"{key}.json"
     if not os.access(cache, os.W_OK):  # loading needs no write: entries appear whole, by an atomic rename
-        cached = _load_entry(model_path, meta_path, key, labels, arch, log)
+        cached = _load_entry(model_path, meta_path, key, labels, arch.name, log)
         if cached is not None:
             return cached
-        raise SanityError(f"the model cache dir {cache} is not writable and holds no {labels}-label {arch} for "
+        raise SanityError(f"the model cache dir {cache} is not writable and holds no {labels}-label {arch.name} for "
                           f"these settings; set cache_dir=DIR or SANITY_CACHE_DIR")
     with FileLock(str(cache / f"{key}.lock")):
         for stale in cache.glob(f".{key}.*.tmp*"):  # left by a process killed while saving this entry
             stale.unlink(missing_ok=True)
-        cached = _load_entry(model_path, meta_path, key, labels, arch, log)
+        cached = _load_entry(model_path, meta_path, key, labels, arch.name, log)
         if cached is not None:
             Checkpoint(cache, key).remove()  # a training killed after saving this entry left it
             return cached
@@ -315,7 +331,7 @@ def load_or_train(arch: str, dataset: Dataset, labels: str, seed: int, settings:
         model, info, history = train(arch, dataset, labels, seed, settings, log=log, checkpoint=checkpoint)
         with atomic_path(model_path) as tmp:
             model.save(tmp)
-        write_json(meta_path, {"key": key, "arch": arch, "sha256": _sha256(model_path), "info": info,
+        write_json(meta_path, {"key": key, "arch": arch.name, "identity": arch.identity, "sha256": _sha256(model_path), "info": info,
                                "history": history, "data_provenance": dataset.provenance})
         checkpoint.remove()
         log(f"cache: saved {model_path}")

@@ -58,7 +58,9 @@ def test_every_single_choice_composes_and_validates(group):
     for choice in GROUPS[group]:
         override = f"{group}={choice}"
         photos = (group, choice) == ("data", "images")  # photos go with Inception
-        cfg = composed(override, *(["model=inception"] if photos else []))
+        own = (group, choice) in (("model", "keras"), ("data", "npz"))  # your model file and arrays go together
+        cfg = composed(override, *(["model=inception"] if photos else []),
+                       *([f"model=keras", f"model.path={__file__}", "data=npz", f"data.path={__file__}"] if own else []))
         config.validate(cfg)
         if group in ("model", "data", "test", "budget"):
             assert cfg[group].name == choice
@@ -66,7 +68,8 @@ def test_every_single_choice_composes_and_validates(group):
 
 def test_every_method_and_metric_composes_alone():
     for method in GROUPS["method"]:
-        cfg = composed(f"method=[{method}]")
+        cfg = composed(f"method=[{method}]", *(["method.custom.function=mypkg.mymodule:my_method"]
+                                              if method == "custom" else []))
         runs = config.method_runs(cfg)
         assert len(runs) == 1 and runs[0].kind in method
     for metric in GROUPS["metric"]:

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 
 from ..errors import SanityError
-from . import controls, gradcam, gradient, guided_backprop, integrated_gradients, smoothgrad  # noqa: F401 (register)
+from . import controls, custom, gradcam, gradient, guided_backprop, integrated_gradients, smoothgrad  # noqa: F401
 from .registry import REGISTRY, MethodSpec, get
 
 
@@ -24,6 +24,11 @@ def resolve_params(name: str, spec: MethodSpec, params: dict, input_range) -> di
     becomes the composed base method (its MethodSpec), both checked."""
     check_params(name, spec, params)
     params = dict(params)
+    if spec.kind == "custom":
+        try:
+            custom.split_name(params.get("function"))
+        except SanityError as err:
+            raise SanityError(f"method '{name}': {err}") from None
     if params.get("baseline") == "black":
         if input_range is None:
             raise SanityError(f"method '{name}': baseline 'black' is the model's input for a black pixel; pass "
@@ -65,7 +70,12 @@ def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: d
         if tuple(images.shape[1:]) != expected:
             raise SanityError(f"images have shape {tuple(images.shape[1:])} but {model.name} expects "
                               f"{expected}; resize the inputs or pick the matching model")
-    maps = spec.fn(model, images, targets, batch_size=batch_size, seed=seed, **params)
+    try:
+        maps = spec.fn(model, images, targets, batch_size=batch_size, seed=seed, **params)
+    except SanityError as err:
+        if spec.kind != "custom":
+            raise
+        raise SanityError(f"method '{name or kind}': {err}") from None
     return np.asarray(maps, np.float32)
 
 
