@@ -551,7 +551,8 @@ def fingerprint(ds: Dataset) -> str:
     for key in ("x_train", "y_train", "x_test", "y_test"):
         arr = np.ascontiguousarray(getattr(ds, key))
         h.update(f"|{key}:{arr.dtype.str}:{arr.shape}|".encode())
-        h.update(memoryview(arr).cast("B"))
+        if arr.size:
+            h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:16]
 
 

@@ -163,7 +163,7 @@ class GradientEngine:
                               f"valid layers: {', '.join(valid) or 'none (the model has no conv layer)'}")
         key = ("gradcam", layer, output)
         if key not in self._functions:
-            cam_model = keras.Model(self.model.inputs, [self.model.get_layer(layer).output, self.model.outputs[0]])
+            cam_model = _activations_and_outputs(self.model, layer)
             height, width = self.model.input_shape[1:3]
 
             @tf.function(input_signature=self._signature)
@@ -180,6 +180,31 @@ class GradientEngine:
             self._functions[key] = cam_fn
         fn = self._functions[key]
         return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+
+
+def _activations_and_outputs(model, layer: str):
+    """A callable x -> (the layer's activations, the model's outputs). For a Sequential whose layer is a nested
+    model (a keras.applications base), whose own graph is not connected to the Sequential's input, the layers
+    are called in order instead."""
+    import keras
+
+    try:
+        return keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
+    except ValueError:
+        if not isinstance(model, keras.Sequential):
+            raise
+    names = [item.name for item in model.layers]
+    split = names.index(layer) + 1
+
+    def call(x, training=False):
+        for item in model.layers[:split]:
+            x = item(x, training=training)
+        activations = x
+        for item in model.layers[split:]:
+            x = item(x, training=training)
+        return activations, x
+
+    return call
 
 
 def _chunked(call, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:

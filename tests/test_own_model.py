@@ -1,0 +1,203 @@
+"""Your own model, data and method (issue 12): a Keras file (model=keras), arrays (data=npz), a method imported
+by name (kind: custom) and the Python API (check), each through the same pipeline as the built-in ones."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_cli import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(n: int, seed: int):
+    """32x32x3 images of 3 classes: class c is a bright square of colour c at its own place, on faint noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.random((n, 32, 32, 3)).astype(np.float32) * 0.3
+    for i, c in enumerate(y):
+        x[i, 4 + 9 * c:12 + 9 * c, 4 + 9 * c:12 + 9 * c, c] += 0.7
+    return np.clip(x, 0, 1), y
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """A small CNN trained on synthetic data and saved as .keras (ending in a softmax, as many files do), its data
+    as .npz (uint8), a nested variant, and a non-image model."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("own")
+    x_train, y_train = synthetic(300, 0)
+    x_test, y_test = synthetic(40, 1)
+    np.savez(folder / "data.npz", x_train=(x_train * 255).astype(np.uint8), y_train=y_train,
+             x_test=(x_test * 255).astype(np.uint8), y_test=y_test)
+    np.savez(folder / "test_only.npz", x_test=(x_test * 255).astype(np.uint8), y_test=y_test)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3), name="image")
+    h = keras.layers.Conv2D(8, 3, activation="relu", padding="same", name="c1")(inputs)
+    h = keras.layers.MaxPooling2D(name="pool")(h)
+    h = keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(h), name="own_cnn")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=6, verbose=0)
+    model.save(folder / "model.keras")
+    base = keras.Model(inputs, model.get_layer("c2").output, name="features")  # shares the trained layers
+    nested = keras.Sequential([keras.Input((32, 32, 3)), base, keras.layers.GlobalAveragePooling2D(name="gap2"),
+                               keras.layers.Dense(3, name="out")], name="nested")
+    nested.save(folder / "nested.keras")
+    flat = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)], name="tabular")
+    flat.save(folder / "tabular.keras")
+    (folder / "not_a_model.keras").write_text("this is not a model\n")
+    return folder
+
+
+def own_args(own: Path, *extra: str, model: str = "model.keras", data: str = "data.npz") -> tuple[str, ...]:
+    return ("model=keras", f"model.path={own / model}", "data=npz", f"data.path={own / data}", *extra)
+
+
+def test_cascading_on_your_keras_file_and_arrays(sanity, own, tmp_path):
+    result = sanity("run", *own_args(own, "test=cascading", "method=[gradient,guided_backprop,gradcam,sobel]",
+                                     "metric=[spearman_abs]", "n_images=16", "hydra.run.dir=run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    table = pd.read_csv(run / "metrics.csv")
+    assert table.drop_duplicates("stage")["block"].tolist() == ["trained", "head", "c2", "c1"]  # its own layers
+    log = (run / "cli.log").read_text()
+    assert "softmax activation of the final layer 'head' is replaced by the identity" in log
+    models = pd.read_csv(run / "models.csv")
+    assert models["cache"].tolist() == ["file"] and models["model"].tolist() == ["keras"]
+    verdict = pd.read_csv(run / "verdict.csv").set_index("method")
+    assert set(verdict.index) == {"gradient", "guided_backprop", "gradcam", "sobel"}
+    assert verdict.loc["gradient", "verdict"] == "PASS"          # trained maps lost at full randomization
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["data_provenance"]["source"] == "npz" and len(manifest["data_provenance"]["sha256"]) == 64
+    assert (run / "report.html").exists() and (run / "grid_absolute_1.png").exists()
+
+
+def test_data_test_trains_two_fresh_copies_of_your_architecture(sanity, own, tmp_path):
+    args = own_args(own, "test=data", "method=[gradient,sobel]", "metric=[spearman_abs]", "n_images=8",
+                    "model.train.epochs=2", "model.train.learning_rate=0.01", "model.train.max_epochs=2",
+                    "model.train.optimizer=rmsprop", "hydra.run.dir=run")
+    result = sanity("run", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    models = pd.read_csv(tmp_path / "run" / "models.csv", dtype={"labels": str}).set_index("labels")
+    assert list(models.index) == ["true", "permuted"]
+    assert (models["cache"] == "trained").all() and models["cache_key"].str.startswith("keras-npz-").all()
+    assert models.loc["true", "epochs_run"] == 2 and models.loc["permuted", "epochs_run"] == 2
+    assert models.loc["true", "test_accuracy"] > 0.6     # the fresh copy learns the squares in 2 epochs
+    again = sanity("run", *args[:-1], "hydra.run.dir=again")  # the cache serves both copies now
+    assert again.returncode == 0
+    assert (pd.read_csv(tmp_path / "again" / "models.csv")["cache"] == "hit").all()
+    result = sanity("run", *own_args(own, "test=data", "n_images=4", data="test_only.npz"), "hydra.run.dir=x")
+    assert_one_line_error(result, "x_train")
+
+
+def test_blocks_group_layers_and_every_layer_with_variables_is_in_one(sanity, own, tmp_path):
+    result = sanity("run", *own_args(own, "method=[gradient]", "metric=[spearman_abs]", "n_images=4",
+                                     "+model.blocks={top: [head], features: ['c.*']}", "hydra.run.dir=run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    blocks = pd.read_csv(tmp_path / "run" / "metrics.csv").drop_duplicates("stage")["block"].tolist()
+    assert blocks == ["trained", "top", "features"]
+    stray = sanity("run", *own_args(own, "n_images=4", "+model.blocks={top: [head]}", "hydra.run.dir=stray"))
+    assert_one_line_error(stray, "model.blocks leaves out layer(s) with variables: c1, c2")
+    assert not (tmp_path / "stray").exists()
+
+
+def test_a_nested_model_is_opened_for_blocks_and_guided_relus(sanity, own, tmp_path):
+    result = sanity("run", *own_args(own, "method=[gradient,guided_backprop,gradcam]", "metric=[spearman_abs]",
+                                     "n_images=8", "hydra.run.dir=run", model="nested.keras"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert table.drop_duplicates("stage")["block"].tolist() == ["trained", "out", "c2", "c1"]
+    assert "guided ReLU swap engaged" in (tmp_path / "run" / "cli.log").read_text()
+    assert set(table["method"]) == {"gradient", "guided_backprop", "gradcam"}  # Grad-CAM on 'features'
+
+
+def test_your_method_goes_through_the_run_and_its_faults_are_one_line(sanity, own, tmp_path):
+    (tmp_path / "own_methods_12.py").write_text(
+        "import numpy as np\n"
+        "def saliency(model, images, targets, power=1.0):\n"
+        "    import tensorflow as tf\n"
+        "    x = tf.constant(images)\n"
+        "    with tf.GradientTape() as tape:\n"
+        "        tape.watch(x)\n"
+        "        score = tf.gather(model(x), targets, axis=1, batch_dims=1)\n"
+        "    return np.abs(tape.gradient(score, x).numpy()) ** power\n"
+        "def brightness(model, images, targets):\n"
+        "    return images.mean(-1)\n"
+        "def wrong_shape(model, images, targets):\n"
+        "    return np.zeros((len(images), 3))\n"
+        "def with_nan(model, images, targets):\n"
+        "    maps = np.zeros(images.shape); maps[1, 2, 3, 0] = np.nan; return maps\n"
+        "def fails(model, images, targets):\n"
+        "    raise RuntimeError('out of ideas')\n")
+    result = sanity("run", *own_args(own, "method=[gradient,custom]", "method.custom.function=own_methods_12:saliency",
+                                     "+method.custom.params.power=1", "+method.model_free={kind: custom, function: "
+                                     "own_methods_12.brightness}", "metric=[spearman_abs]", "n_images=8",
+                                     "hydra.run.dir=run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    values = table.pivot_table(index=["stage", "image"], columns="method", values="value")
+    np.testing.assert_allclose(values["custom"], values["gradient"], atol=1e-6)  # |gradient| = the paper's map
+    verdict = pd.read_csv(tmp_path / "run" / "verdict.csv").set_index("method")
+    assert verdict.loc["model_free", "verdict"] == "FAIL" and verdict.loc["model_free", "similarity"] == 1.0
+    for function, fragment in (("own_methods_12:wrong_shape", "returned maps of shape (4, 3)"),
+                               ("own_methods_12:with_nan", "returned NaN or Inf in 1 of 4 maps"),
+                               ("no_such_module_12:saliency", "cannot import no_such_module_12"),
+                               ("own_methods_12:fails", "raised RuntimeError: out of ideas")):
+        bad = sanity("run", *own_args(own, "method=[custom]", f"method.custom.function={function}", "n_images=4",
+                                      f"hydra.run.dir=bad_{function.split(':')[1]}"))
+        assert_one_line_error(bad, "method 'custom'", fragment)
+        assert not (tmp_path / f"bad_{function.split(':')[1]}").exists()
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("not_a_model", "is not a Keras model Keras can load"),
+    ("wrong_shape", "has images of shape (28, 28, 1) but the model expects (32, 32, 3)"),
+    ("tabular", "not an image (batch, height, width, channels)"),
+    ("no_arrays", "has no y_test"),
+])
+def test_bad_own_inputs_are_one_line(sanity, own, tmp_path, case, fragment):
+    if case == "wrong_shape":
+        np.savez(tmp_path / "mnist_like.npz", x_test=np.zeros((4, 28, 28), np.uint8), y_test=np.zeros(4, int))
+        args = own_args(own, data=str(tmp_path / "mnist_like.npz"))
+    elif case == "no_arrays":
+        np.savez(tmp_path / "half.npz", x_test=np.zeros((4, 32, 32, 3), np.uint8))
+        args = own_args(own, data=str(tmp_path / "half.npz"))
+    else:
+        args = own_args(own, model=f"{case}.keras")
+    result = sanity("run", *args, "n_images=4", "hydra.run.dir=run")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def readme_api_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- api-example -->\n```python\n(.*?)```", text, re.S)
+    assert match, "README has no Python API example"
+    return match.group(1)
+
+
+def test_the_readme_python_api_example_runs_and_agrees_with_the_cli(sanity, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_api_example(), "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
+    result = namespace["result"]
+    assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "my_check" / "verdict.csv").exists()
+    assert result.maps["gradient"].shape == (32, len(result.stages), 32, 32) and result.stages[0] == "trained"
+    # the same model, images and seed through the command line
+    namespace["model"].save(tmp_path / "same.keras")
+    np.savez(tmp_path / "same.npz", x_test=namespace["x"][:32], y_test=namespace["y"][:32])
+    cli = sanity("run", "model=keras", f"model.path={tmp_path / 'same.keras'}", "data=npz",
+                 f"data.path={tmp_path / 'same.npz'}", "test=cascading", "method=[gradient,guided_backprop,sobel]",
+                 "metric=[spearman_abs,ssim]", "n_images=32", "seed=0", "hydra.run.dir=cli")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    theirs = pd.read_csv(tmp_path / "cli" / "verdict.csv")
+    pd.testing.assert_frame_equal(result.verdict, theirs)
