@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from .errors import SanityError
 
-DATA_KINDS = {"digits": ("mnist", "fashion_mnist"), "photos": ("images",),
-              "any": ("mnist", "fashion_mnist", "images", "npz", "folder", "tfds")}
+DATA_KINDS = {"digits": ("mnist", "fashion_mnist"), "photos": ("images",)}
 # keras.applications' input conventions for images in [0, 1] (per channel where the convention is):
 # x -> low + (high - low) * x, after reversing the channels (RGB -> BGR) for caffe
 PREPROCESS = {
@@ -83,6 +82,9 @@ class Architecture:
         low, high = (np.asarray(v, np.float32) for v in self.input_range)
         return (low + (high - low) * images).astype(np.float32)
 
+    def input_shape(self) -> tuple:
+        return (self.image_size, self.image_size, 1 if self.data == "digits" else 3)
+
     def check_data(self, data_name: str) -> None:
         if data_name not in DATA_KINDS[self.data]:
             choices = " or ".join(f"data={d}" for d in DATA_KINDS[self.data])
@@ -126,6 +128,13 @@ class KerasFile(Architecture):
     def black(self):
         low = self.input_range[0]
         return float(low) if isinstance(low, (int, float)) else [float(v) for v in low]
+
+    def check_data(self, data_name: str) -> None:
+        """Your model takes any images: their shape is checked against its input once both are loaded."""
+
+    def input_shape(self) -> tuple:
+        """(height, width, channels) of the model's input."""
+        return tuple(self.build().input_shape[1:])
 
     def build(self, **kwargs):
         from .user_model import load

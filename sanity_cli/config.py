@@ -185,16 +185,26 @@ def validate_model_and_data(cfg: DictConfig) -> None:
     """The model is a known architecture that explains this data (photos go with Inception, digits with the
     MNIST models); data sources and sizes are known values."""
     arch = architectures.for_config(cfg.model)
-    arch.check_data(cfg.data.name)
+    arch.check_data("tfds" if cfg.data.get("kind") == "tfds" and cfg.data.name not in ("mnist", "fashion_mnist")
+                    else cfg.data.name)
     if arch.data == "photos":
         if cfg.data.size != arch.image_size:
             raise SanityError(f"data.size must be {arch.image_size} for model={arch.name}, got {cfg.data.size!r}")
         if cfg.data.max_images is not None:
             _positive_int(cfg.data.max_images, "data.max_images")
+    elif cfg.data.get("kind") == "tfds":
+        if not cfg.data.get("name"):
+            raise SanityError("data=tfds needs the data set's tfds name: data.name=NAME (e.g. cifar10)")
     elif cfg.data.name == "npz":
         if not cfg.data.get("path"):
             raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, "
                               "y_train])")
+    elif cfg.data.name == "folder":
+        if not cfg.data.get("path"):
+            raise SanityError("data=folder needs the images' folder: data.path=DIR (one subfolder per class, or "
+                              "flat)")
+        if cfg.data.size is not None:
+            _positive_int(cfg.data.size, "data.size")
     elif cfg.data.source not in DATA_SOURCES:
         raise SanityError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {cfg.data.source!r}")
 

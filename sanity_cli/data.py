@@ -620,3 +620,64 @@ def load_npz(path, log: Callable[[str], object] = print) -> Dataset:
     log(f"data: {file} ({len(x_test)} test images {tuple(x_test.shape[1:])}, {len(x_train)} training images, "
         f"{len(names)} classes)")
     return ds
+
+
+# --------------------------------------------------------------------------------------------------
+# any tfds image-classification data set (data=tfds data.name=NAME)
+
+def load_tfds_images(name: str, data_dir=None, train_split: str = "train", test_split: str = "test",
+                     probe_timeout: float = 2.0, log: Callable[[str], object] = print) -> Dataset:
+    """A tfds image-classification data set prepared in `data_dir` (offline), or downloaded when its server
+    answers within `probe_timeout` s: (image, label) pairs of the two splits as arrays in [0, 1]. Images of
+    varying sizes cannot be stacked: use data=folder for those."""
+    if not name:
+        raise SanityError("data=tfds needs the data set's tfds name: data.name=NAME (e.g. cifar10)")
+    tfds = _import_tfds()
+    if data_dir is not None:
+        data_dir = str(Path(data_dir).expanduser())
+    builder = _tfds_builder(tfds, name, data_dir)
+    downloaded = False
+    if not _tfds_is_prepared(builder):
+        host, port = _download_host(builder)
+        if not _server_reachable(host, port, probe_timeout):
+            raise SanityError(f"tfds: {name!r} is not prepared in {_tfds_dir_label(builder)} and the download server "
+                              f"{host} is unreachable (offline?); prepare it there or set data.data_dir")
+        try:
+            builder.download_and_prepare()
+        except Exception as exc:
+            raise SanityError(f"tfds: downloading and preparing {name!r} failed ({_one_line(exc)})") from None
+        downloaded = True
+    splits = list(builder.info.splits)
+    for split in (train_split, test_split):
+        if split and split not in splits:
+            raise SanityError(f"tfds: {name!r} has no split {split!r}; it has {', '.join(splits)} "
+                              f"(data.train_split, data.test_split)")
+    wanted = [test_split] + ([train_split] if train_split else [])
+    try:
+        parts = tfds.as_numpy(builder.as_dataset(split=wanted, as_supervised=True, batch_size=-1))
+    except Exception as exc:
+        raise SanityError(f"tfds: cannot read {name!r} as (image, label) arrays ({_one_line(exc)}); images of "
+                          f"varying sizes need data=folder") from None
+    arrays = {}
+    for split, (x, y) in zip(("test", "train"), parts):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4:
+            raise SanityError(f"tfds: {name!r} {split} images have shape {_shape_str(x.shape)}, not (N, H, W, C)")
+        arrays[f"x_{split}"] = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(
+            np.float32)
+        arrays[f"y_{split}"] = np.asarray(y).astype(np.int64)
+    if "x_train" not in arrays:
+        arrays["x_train"] = arrays["x_test"][:0]
+        arrays["y_train"] = np.zeros(0, np.int64)
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    class_names = list(getattr(label, "names", None) or [str(k) for k in range(int(arrays["y_test"].max()) + 1)])
+    ds = Dataset(name=name, x_train=arrays["x_train"], y_train=arrays["y_train"], x_test=arrays["x_test"],
+                 y_test=arrays["y_test"], class_names=class_names,
+                 provenance={"source": "tfds", "name": name, **_tfds_provenance(tfds, builder, downloaded),
+                             "splits": {"train": train_split, "test": test_split},
+                             "n_train": int(len(arrays["x_train"])), "n_test": int(len(arrays["x_test"]))})
+    log(f"data: tfds {name!r} ({len(ds.x_test)} {test_split} images {tuple(ds.x_test.shape[1:])}, "
+        f"{len(ds.x_train)} {train_split or 'no'} training images, {len(class_names)} classes)")
+    return ds

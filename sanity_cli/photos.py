@@ -158,3 +158,49 @@ def load_photos(path: str | None, size: int = 299, max_images: int | None = None
     empty = np.zeros((0,) + images.shape[1:], np.float32)
     return Dataset(name="images", x_train=empty, y_train=np.zeros(0, np.int64), x_test=images, y_test=labels,
                    class_names=names_table, provenance=provenance)
+
+
+def load_folder(path: str | None, size: int, channels: int = 3, labels_csv: str | None = None,
+                max_images: int | None = None, log=print) -> Dataset:
+    """`data=folder data.path=DIR`: one subfolder per class (class index = the subfolders' sorted order), or a
+    flat folder of images with optional labels from `data.labels_csv` (file,label; unlabelled images are
+    explained for the model's top-1). Images are decoded by PIL (decode), scaled and centre-cropped to `size`, and
+    made grayscale when the model takes one channel. The test split holds them all; there is no training split."""
+    if not path:
+        raise SanityError("data=folder needs the images' folder: data.path=DIR (one subfolder per class, or flat)")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise SanityError(f"data.path {folder} is not a directory; point it at a folder of images")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes:
+        files = [(file, k) for k, name in enumerate(classes)
+                 for file in sorted((folder / name).iterdir()) if file.suffix.lower() in EXTENSIONS]
+    else:
+        given = _labels(labels_csv)
+        files = [(file, given.get(file.name, -1)) for file in sorted(folder.iterdir())
+                 if file.suffix.lower() in EXTENSIONS]
+    if not files:
+        raise SanityError(f"data.path {folder} holds no images ({', '.join(sorted(EXTENSIONS))}) in it or in "
+                          f"its subfolders")
+    pictures, labels, names, digests = [], [], [], []
+    for file, label in files:
+        if max_images and len(pictures) == max_images:
+            break
+        picture = decode(file, log)
+        if picture is None:
+            continue
+        picture = resize_center_crop(picture, size)
+        pictures.append(picture.mean(axis=-1, keepdims=True) if channels == 1 else picture)
+        labels.append(label)
+        names.append(str(file.relative_to(folder)))
+        digests.append(hashlib.sha256(file.read_bytes()).hexdigest())
+    if not pictures:
+        raise SanityError(f"data.path {folder} holds no readable image (every file was skipped, see the warnings)")
+    images = np.stack(pictures).astype(np.float32)
+    class_names = classes or [str(k) for k in range(max(max(labels) + 1, 1))]
+    log(f"data: {len(images)} images from {folder}" + (f" in {len(classes)} class folders" if classes else ""))
+    provenance = {"source": "folder", "path": str(folder.resolve()), "files": names, "sha256": digests,
+                  "size": size, "labels_csv": labels_csv, "classes": classes or None}
+    empty = np.zeros((0,) + images.shape[1:], np.float32)
+    return Dataset(name="folder", x_train=empty, y_train=np.zeros(0, np.int64), x_test=images,
+                   y_test=np.asarray(labels, np.int64), class_names=class_names, provenance=provenance)

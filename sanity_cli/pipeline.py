@@ -58,8 +58,17 @@ class Timer:
 # ---------------------------------------------------------------- data
 
 def load_data(cfg: DictConfig) -> data_sources.Dataset:
+    if cfg.data.get("kind") == "tfds":
+        return data_sources.load_tfds_images(cfg.data.name, cfg.data.data_dir, cfg.data.train_split,
+                                             cfg.data.test_split, log=log)
     if cfg.data.name == "npz":
         return data_sources.load_npz(cfg.data.path, log=log)
+    if cfg.data.name == "folder":
+        from .photos import load_folder
+
+        shape = architectures.for_config(cfg.model).input_shape()
+        return load_folder(cfg.data.path, size=cfg.data.size or shape[0], channels=shape[2],
+                           labels_csv=cfg.data.labels_csv, max_images=cfg.data.max_images, log=log)
     if cfg.data.name == "images":
         from .photos import load_photos
 

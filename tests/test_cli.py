@@ -58,12 +58,14 @@ def test_every_single_choice_composes_and_validates(group):
     for choice in GROUPS[group]:
         override = f"{group}={choice}"
         photos = (group, choice) == ("data", "images")  # photos go with Inception
-        own = (group, choice) in (("model", "keras"), ("data", "npz"))  # your model file and arrays go together
+        own = (group, choice) in (("model", "keras"), ("data", "npz"), ("data", "folder"))  # your model and data
         cfg = composed(override, *(["model=inception"] if photos else []),
-                       *([f"model=keras", f"model.path={__file__}", "data=npz", f"data.path={__file__}"] if own else []))
+                       *(["model=keras", f"model.path={__file__}", f"data.path={Path(__file__).parent}"]
+                         if own else []), *(["data=npz"] if choice == "keras" else []),
+                       *(["data.name=mnist"] if choice == "tfds" else []))
         config.validate(cfg)
         if group in ("model", "data", "test", "budget"):
-            assert cfg[group].name == choice
+            assert cfg[group].name == choice or (choice, cfg[group].name) == ("tfds", "mnist")
 
 
 def test_every_method_and_metric_composes_alone():

@@ -428,3 +428,22 @@ def test_fingerprint(tmp_path):
     assert fingerprint(b) != fa
     c = load_dataset("fashion_mnist", "idx", path=str(tmp_path / "d"), log=lambda line: None)
     assert fingerprint(c) != fa
+
+
+def test_any_prepared_tfds_image_data_set_loads_offline(prepared_tfds_mnist, monkeypatch, offline):
+    """data=tfds data.name=NAME: the generic loader reads a prepared data set's (image, label) arrays with its
+    class names, without the network; a missing split names the ones there are."""
+    tfds, data_dir, arrays = prepared_tfds_mnist
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("no download")))
+    lines = Lines()
+    ds = data.load_tfds_images("mnist", str(data_dir), log=lines)
+    assert offline == []
+    assert ds.name == "mnist" and ds.x_test.shape == (5, 28, 28, 1) and ds.x_train.shape == (20, 28, 28, 1)
+    assert ds.class_names == [str(k) for k in range(10)] and ds.provenance["splits"] == {"train": "train",
+                                                                                           "test": "test"}
+    back = lambda x: np.rint(x[..., 0] * 255).astype(np.uint8)  # noqa: E731
+    assert _pairs(back(ds.x_test), ds.y_test) == _pairs(arrays["x_test"], arrays["y_test"])
+    with pytest.raises(SanityError) as excinfo:
+        data.load_tfds_images("mnist", str(data_dir), test_split="validation", log=lines)
+    assert_one_line_error(excinfo, "has no split 'validation'", "train, test")

@@ -201,3 +201,23 @@ def test_the_readme_python_api_example_runs_and_agrees_with_the_cli(sanity, tmp_
     assert cli.returncode == 0, cli.stderr[-3000:]
     theirs = pd.read_csv(tmp_path / "cli" / "verdict.csv")
     pd.testing.assert_frame_equal(result.verdict, theirs)
+
+
+def test_a_folder_of_class_subfolders(sanity, own, tmp_path):
+    """data=folder: one subfolder per class (labels from the sorted names), images sized to the model's input."""
+    from PIL import Image
+
+    arrays = np.load(own / "data.npz")
+    for i, (image, label) in enumerate(zip(arrays["x_test"][:9], arrays["y_test"][:9])):
+        (tmp_path / "photos" / f"kind_{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.kron(image, np.ones((2, 2, 1), np.uint8))).save(tmp_path / "photos" / f"kind_{label}" /
+                                                                           f"{i}.png")  # 64x64: resized to 32
+    result = sanity("run", "model=keras", f"model.path={own / 'model.keras'}", "data=folder",
+                    f"data.path={tmp_path / 'photos'}", "target=label", "method=[gradient]", "metric=[spearman_abs]",
+                    "n_images=9", "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data_provenance"]["classes"] == [f"kind_{k}" for k in sorted(set(arrays["y_test"][:9]))]
+    labels = {int(f.split("/")[0][-1]) for f in manifest["data_provenance"]["files"]}
+    assert sorted(labels) == sorted(set(int(t) for t in arrays["y_test"][:9]))
+    assert all(caption.split(" ")[1].startswith("kind_") for caption in manifest["captions"])
