@@ -34,11 +34,7 @@ class Metric:
     values) and with which statistic (`spearman`, `pearson`, `ssim`, `entropy_rise`). The similarities lie in
     [-1, 1] (higher = more alike; correlations are undefined when a map is constant, SSIM never is).
     `entropy_rise` is Hedström et al.'s eMPRT score, not a similarity: higher = the second map is more complex.
-
-    null     what the verdict compares a method with: `other_image` (the same metric between the trained model's
-             maps of two different images) or `noise_map` (the score the method would get if the randomized map
-             were an equally sized map of i.i.d. Gaussian noise)
-    params   the parameters the metric accepts (metric.NAME.PARAM in the config)"""
+    `params`: the parameters the metric accepts (metric.NAME.PARAM in the config)."""
 
     name: str
     normalise: str
@@ -46,7 +42,6 @@ class Metric:
     statistic: str
     value_range: tuple[float, float] = (-1.0, 1.0)
     higher_is_more_similar: bool = True
-    null: str = "other_image"
     params: tuple[str, ...] = ("normalisation",)
     default_normalisation: str = "paper"
 
@@ -64,7 +59,7 @@ METRICS = {metric.name: metric for metric in (
     # Hedström et al. 2023, efficient MPRT: (H(other) - H(reference)) / H(reference), H the Shannon entropy (nats)
     # of a `n_bins` histogram of the map's values (Quantus' discrete_entropy); raw values by default, as Quantus.
     Metric("entropy_rise", "diverging", "histogram", "entropy_rise", value_range=(-1.0, np.inf),
-           higher_is_more_similar=False, null="noise_map", params=("normalisation", "n_bins"),
+           higher_is_more_similar=False, params=("normalisation", "n_bins"),
            default_normalisation="raw"),
 )}
 METRIC_NAMES = tuple(METRICS)

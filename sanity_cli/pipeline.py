@@ -332,28 +332,20 @@ class Comparison:
         return {name: np.stack(stages, axis=1) for name, stages in source.items()}
 
     def null_table(self) -> pd.DataFrame:
-        """The null's raw values for every method and metric (metrics.Metric.null): `other_image`, the metric
-        between the trained-model maps of two different images, for n // 2 disjoint seeded image pairs
-        (report.null_pairs); `noise_map` (eMPRT), the metric between each trained-model map and an equally
-        sized map of i.i.d. N(0, 1) values seeded by the image (`other_image` -1)."""
+        """The null's raw values: each method's trained-model maps of two different images, for n // 2 disjoint
+        seeded image pairs (report.null_pairs), for every metric (eMPRT's entropy rise too: from one image's map
+        to another's)."""
         first, second = report.null_pairs(len(self.image_ids), self.cfg.seed)
+        if not len(first):  # a single image has no pair
+            return pd.DataFrame(columns=report.NULL_COLUMNS)
         frames = []
         for method in self.names:
             maps = self.reference[method]
             for metric, params in self.metric_params.items():
-                if metrics.METRICS[metric].null == "noise_map":
-                    noise = np.stack([np.random.default_rng([int(self.cfg.seed), 5, int(i)]).standard_normal(
-                        maps.shape[1:]) for i in self.image_ids])
-                    values, undefined = compare_where_finite(maps, noise, metric, params)
-                    frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids,
-                                                "other_image": -1, "value": values, "undefined": undefined}))
-                elif len(first):  # a single image has no pair
-                    values, undefined = compare_where_finite(maps[first], maps[second], metric, params)
-                    frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
-                                                "other_image": self.image_ids[second], "value": values,
-                                                "undefined": undefined}))
-        if not frames:
-            return pd.DataFrame(columns=report.NULL_COLUMNS)
+                values, undefined = compare_where_finite(maps[first], maps[second], metric, params)
+                frames.append(pd.DataFrame({"method": method, "metric": metric, "image": self.image_ids[first],
+                                            "other_image": self.image_ids[second], "value": values,
+                                            "undefined": undefined}))
         return pd.concat(frames, ignore_index=True)[report.NULL_COLUMNS]
 
 

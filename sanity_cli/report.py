@@ -99,16 +99,17 @@ def summarize_null(null: pd.DataFrame) -> pd.DataFrame:
 
 
 def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, rule: str,
-           threshold: float, null_low: float = np.nan, higher_is_more_similar: bool = True) -> tuple[str, str]:
+           threshold: float, higher_is_more_similar: bool = True) -> tuple[str, str]:
     """PASS / FAIL / INCONCLUSIVE and the reason, for a method whose preconditions are met.
 
     baseline: PASS when the similarity's whole 95% interval lies at or below the null's upper bound
     (ci_high <= null_ci_high: no more similar than maps of two different images); FAIL when it lies wholly
     above (ci_low > null_ci_high); otherwise these images cannot tell: INCONCLUSIVE. Both need evidence, so a
     handful of images gives INCONCLUSIVE rather than a PASS by default. threshold: FAIL when the mean
-    similarity >= threshold. A score where higher means *less* alike (eMPRT's entropy rise, whose null is the
-    rise to a noise map) is judged mirrored: PASS when its whole interval lies at or above the null's lower
-    bound (ci_low >= null_ci_low: the randomized model's maps are as complex as noise), FAIL when wholly below.
+    similarity >= threshold. A score where higher means *less* alike (eMPRT's entropy rise) is judged mirrored
+    against the same kind of null (the score from one image's trained map to another's): PASS when its whole
+    interval lies above the null's upper bound (ci_low > null_ci_high: randomizing the model raises the maps'
+    complexity more than changing the image does), FAIL when it lies at or below it (ci_high <= null_ci_high).
     """
     if np.isnan(similarity):
         return "INCONCLUSIVE", "every map pair was constant: the similarity is undefined"
@@ -116,17 +117,15 @@ def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, r
         if similarity >= threshold:
             return "FAIL", f"similarity {similarity:.3f} >= threshold {threshold}"
         return "PASS", f"similarity {similarity:.3f} < threshold {threshold}"
-    if not higher_is_more_similar:
-        if np.isnan(ci_low) or np.isnan(null_low):
-            return "INCONCLUSIVE", "no 95% interval: needs at least 2 images with defined maps"
-        if ci_low >= null_low:
-            return "PASS", "the randomized model's maps are as complex as a noise map (complexity rise at the null's)"
-        if ci_high < null_low:
-            return "FAIL", ("clearly less complexity rise than to a noise map: the maps keep their structure when "
-                            "the model is randomized")
-        return "INCONCLUSIVE", "the 95% intervals of the score and the null overlap: explain more images (n_images)"
     if np.isnan(ci_high) or np.isnan(null_high):
         return "INCONCLUSIVE", "no 95% interval: needs at least 2 images and 2 image pairs (4 images) with defined maps"
+    if not higher_is_more_similar:
+        if ci_low > null_high:
+            return "PASS", "randomizing the model raises the maps' complexity more than changing the image does"
+        if ci_high <= null_high:
+            return "FAIL", ("the maps' complexity rises no more than between two images' maps: they keep their "
+                            "structure when the model is randomized")
+        return "INCONCLUSIVE", "the 95% intervals of the score and the null overlap: explain more images (n_images)"
     if ci_high <= null_high:
         return "PASS", "no more similar than maps of two different images"
     if ci_low > null_high:
@@ -186,7 +185,7 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
         elif rule == "baseline" and n < 2:
             outcome, reason = "INCONCLUSIVE", "needs at least 2 images with defined maps"
         else:
-            outcome, reason = decide(mean, ci_low, ci_high, null_high, rule, threshold, null_low,
+            outcome, reason = decide(mean, ci_low, ci_high, null_high, rule, threshold,
                                      METRICS[metric].higher_is_more_similar)
         rows.append({"method": method, "role": "control" if method in controls else "method", "metric": metric,
                      "similarity": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n, "n_undefined": undefined,
@@ -260,8 +259,8 @@ def verdict_heading(verdict_cfg, test: str = "cascading", tolerance=None) -> str
     if sanity_tests.get(test).verdict_metric == "entropy_rise":
         return ("Verdict (entropy_rise, efficient MPRT: score = (H(randomized map) - H(trained map)) / H(trained "
                 "map), H the entropy of a histogram of the map's values (n_bins bins), higher = the map lost more "
-                "structure; PASS = the rise reaches the rise to an equally sized Gaussian noise map (null); FAIL = "
-                "clearly below it)")
+                "structure; PASS = clearly above the null, the same score from one image's trained map to "
+                "another's; FAIL = not above it)")
     if test == "input_invariance":
         return (f"Verdict (input invariance: PASS = every map unchanged, within a relative {tolerance:g}, when the "
                 f"inputs are shifted and the model absorbs the shift; FAIL = the maps change; similarity: "

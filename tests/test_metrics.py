@@ -260,10 +260,10 @@ def test_module_has_no_unexpected_public_names():
 def test_metric_registry_declares_each_metrics_properties():
     assert list(metrics.METRICS) == list(metrics.METRIC_NAMES)
     similarities = [m for m in metrics.METRICS.values() if m.higher_is_more_similar]
-    assert all(m.value_range == (-1.0, 1.0) and m.null == "other_image" for m in similarities)
+    assert all(m.value_range == (-1.0, 1.0) for m in similarities)
     assert [m.name for m in similarities] == list(SIMILARITIES)
     rise = metrics.METRICS["entropy_rise"]
-    assert (rise.value_range, rise.null, rise.default_normalisation) == ((-1.0, np.inf), "noise_map", "raw")
+    assert (rise.value_range, rise.default_normalisation) == ((-1.0, np.inf), "raw")
     assert [n for n, m in metrics.METRICS.items() if not m.can_be_undefined] == ["ssim"]
     assert {n: (m.normalise, m.features, m.statistic) for n, m in metrics.METRICS.items()} == {
         "spearman_abs": ("absolute", "pixels", "spearman"), "spearman": ("diverging", "pixels", "spearman"),
