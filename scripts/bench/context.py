@@ -19,13 +19,15 @@ SIZES = {
     # inc_*: Inception v3 (random weights); mnist_images: (a)/(b) MNIST CNN; casc_*: (c); pairs: (d)
     "tiny": dict(inc_size=75, inc_images=1, inc_batches=[1, 4], mnist_images=4, mnist_batches=[1, 32],
                  samples=4, steps=4, casc_images=4, casc_samples=2, pairs=24, repeats=1, train_images=400,
-                 mem_images=4, pair_batch=25),
+                 mem_images=4, pair_batch=25, whole_runs=[("smoke", 4, 2)]),
     "quick": dict(inc_size=150, inc_images=1, inc_batches=[1, 8, 16, 32], mnist_images=20,
                   mnist_batches=[1, 32, 128, 256, 512], samples=50, steps=50, casc_images=20, casc_samples=10,
-                  pairs=300, repeats=3, train_images=2000, mem_images=20, pair_batch=25),
+                  pairs=300, repeats=3, train_images=2000, mem_images=20, pair_batch=25,
+                  whole_runs=[("smoke", 8, 10), ("paper_size", 100, 50)]),
     "full": dict(inc_size=299, inc_images=2, inc_batches=[1, 8, 16, 32, 64], mnist_images=100,
                  mnist_batches=[1, 32, 128, 256, 512, 1024], samples=50, steps=50, casc_images=100,
-                 casc_samples=50, pairs=2000, repeats=3, train_images=4000, mem_images=100, pair_batch=25),
+                 casc_samples=50, pairs=2000, repeats=3, train_images=4000, mem_images=100, pair_batch=25,
+                 whole_runs=[("smoke", 8, 10), ("paper_size", 200, 50)]),
 }
 
 

@@ -42,6 +42,13 @@ def targets(rows: list[Row], facts: dict[str, float]) -> list[str]:
                            f"{ref.batch_size} = {r.wall_s_median / ref.wall_s_median:.2f}x; throughput batch 1 "
                            f"{b1:.1f} images/s vs best batch {best:.1f} images/s ({best / b1:.2f}x): on a CPU the "
                            f"gap to PAIR is bounded by this; PAIR/ours = {r.ratio_peer_to_ours:.2f}x")
+    for r in rows:
+        if r.workload.startswith("e_whole_run_") and r.role == "ours":
+            label = r.workload.split("_")[3] if not r.workload.startswith("e_whole_run_paper_size") else "paper_size"
+            ratio = facts.get(f"whole_{label}")
+            if ratio is not None:
+                line(ratio <= 1.3, f"whole run within 1.3x of its passes plus start-up on {r.workload}: "
+                                   f"{ratio:.2f}x")
     for kind in ("smoothgrad", "integrated_gradients"):
         ratio = facts.get(f"mem_{kind}")
         if ratio is not None:
