@@ -401,7 +401,7 @@ def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: 
     checked equal); `baseline: black` moves with the shift. The verdict compares each map with its original
     (RunDir units keep the relative differences)."""
     shift = float(cfg.test.shift)
-    low, high = architectures.for_config(cfg.model).input_range
+    low, high = (np.asarray(v, np.float32) for v in architectures.for_config(cfg.model).input_range)
     shifted = shift_compensated(trained.model, shift)
     original_logits = methods.engine.engine_for(trained.model).predict_logits(images, batch_size=cfg.batch_size)
     change = check_same_function(original_logits, methods.engine.engine_for(shifted).predict_logits(

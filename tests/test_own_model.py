@@ -221,3 +221,44 @@ def test_a_folder_of_class_subfolders(sanity, own, tmp_path):
     labels = {int(f.split("/")[0][-1]) for f in manifest["data_provenance"]["files"]}
     assert sorted(labels) == sorted(set(int(t) for t in arrays["y_test"][:9]))
     assert all(caption.split(" ")[1].startswith("kind_") for caption in manifest["captions"])
+
+
+def test_preprocess_conventions_and_a_black_baseline_per_channel(own):
+    """model.preprocess maps images in [0, 1] as keras.applications does; 'black' is then per channel."""
+    from omegaconf import OmegaConf
+
+    from sanity_cli import architectures, methods
+    from sanity_cli.methods.integrated_gradients import make_baseline
+
+    def arch(**model):
+        return architectures.for_config(OmegaConf.create({"name": "keras", "path": str(own / "model.keras"),
+                                                           **model}))
+
+    pixel = np.array([[[[0.0, 0.5, 1.0]]]], np.float32)  # one RGB pixel
+    np.testing.assert_allclose(arch(preprocess="inception").to_model_space(pixel), [[[[-1.0, 0.0, 1.0]]]])
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(arch(preprocess="torch").to_model_space(pixel),
+                               ((pixel - mean) / std).astype(np.float32), rtol=1e-6)
+    # caffe: RGB -> BGR, x 255, minus the BGR means
+    np.testing.assert_allclose(arch(preprocess="caffe").to_model_space(pixel),
+                               [[[[255.0 - 103.939, 127.5 - 116.779, 0.0 - 123.68]]]], rtol=1e-6)
+    np.testing.assert_allclose(arch(input_range=[-0.5, 0.5]).to_model_space(pixel), [[[[-0.5, 0.0, 0.5]]]])
+    torch = arch(preprocess="torch")
+    params = methods.resolve_params("ig", methods.get("integrated_gradients"), {"baseline": "black"},
+                                    torch.input_range)
+    black = make_baseline(np.zeros((2, 4, 4, 3), np.float32), params["baseline"])
+    np.testing.assert_allclose(black[0, 0, 0], torch.to_model_space(np.zeros((1, 1, 1, 3)))[0, 0, 0], rtol=1e-6)
+    with pytest.raises(Exception, match="model.input_range or model.preprocess, not both"):
+        arch(preprocess="torch", input_range=[0, 1])
+
+
+def test_an_h5_file_loads_too(sanity, own, tmp_path):
+    import keras
+
+    keras.models.load_model(own / "model.keras").save(tmp_path / "model.h5")
+    result = sanity("run", "model=keras", f"model.path={tmp_path / 'model.h5'}", "data=npz",
+                    f"data.path={own / 'data.npz'}", "method=[gradient]", "metric=[spearman_abs]", "n_images=4",
+                    "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["block"].drop_duplicates().tolist()[:2] == ["trained",
+                                                                                                     "head"]

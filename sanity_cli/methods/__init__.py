@@ -33,7 +33,8 @@ def resolve_params(name: str, spec: MethodSpec, params: dict, input_range) -> di
         if input_range is None:
             raise SanityError(f"method '{name}': baseline 'black' is the model's input for a black pixel; pass "
                               f"input_range=(low, high) (e.g. (0, 1), or (-1, 1) for Inception), or a number")
-        params["baseline"] = float(input_range[0])
+        black = np.asarray(input_range[0], np.float64)  # a number, or one per channel (model.preprocess=torch)
+        params["baseline"] = float(black) if black.ndim == 0 else [float(v) for v in black]
     if "base" in spec.parameters():  # a noise tunnel over a base method
         base = params.get("base", inspect.signature(spec.fn).parameters["base"].default)
         base = base if isinstance(base, MethodSpec) else get(base)

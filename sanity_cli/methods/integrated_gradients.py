@@ -38,11 +38,12 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
 
 
 def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
-    """'zeros' or a constant number (methods.explain turns 'black' into the model's black-pixel value)."""
-    if baseline in ("zeros", None):
+    """'zeros', a constant number, or one number per channel (methods.explain turns 'black' into the model's
+    black-pixel value, per channel for per-channel input ranges)."""
+    if isinstance(baseline, str) and baseline == "zeros" or baseline is None:
         return np.zeros_like(images[:1])
     try:
-        return np.full_like(images[:1], float(baseline))
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(baseline, np.float32), images[:1].shape))
     except (TypeError, ValueError):
         raise SanityError(f"integrated_gradients: baseline must be 'zeros', 'black' (with the model's input range) "
                           f"or a number, got '{baseline}'") from None
