@@ -90,10 +90,17 @@ def check(model, x, y=None, test: str = "cascading", methods=None, metrics=None,
     try:
         model_file = workdir / "model.keras"
         model.save(model_file)
-        if y is None:
+        if y is None:  # the model's own top-1, on the images as the run will give them to it
+            from omegaconf import OmegaConf
+
+            from .architectures import for_config
+
+            arch = for_config(OmegaConf.create({"name": "keras", "path": str(model_file),
+                                                "input_range": overrides.get("model.input_range"),
+                                                "preprocess": overrides.get("model.preprocess")}))
             probe = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
             probe = probe[..., None] if probe.ndim == 3 else probe
-            y = np.argmax(model.predict(probe, verbose=0), axis=-1)
+            y = np.argmax(model.predict(arch.to_model_space(probe), verbose=0), axis=-1)
         arrays = {"x_test": x, "y_test": np.asarray(y)}
         if x_train is not None:
             arrays.update(x_train=np.asarray(x_train), y_train=np.asarray(y_train))

@@ -105,7 +105,8 @@ ARCHITECTURES = {arch.name: arch for arch in (
 
 @dataclass(frozen=True)
 class KerasFile(Architecture):
-    """`model=keras model.path=FILE`: the user's Keras 3 image classifier (.keras, .h5 or a SavedModel directory).
+    """`model=keras model.path=FILE`: the user's Keras 3 image classifier (.keras or .h5; a SavedModel folder is
+    refused: Keras 3 loads it only as an opaque layer).
     Blocks: `model.blocks` ({name: [layer names or regexes]}) or every layer with variables, output first;
     Grad-CAM: `model.gradcam_layer` or the last layer with a 4-D output; trained copies for the data test are
     re-initialised with the model's own initializers."""
@@ -158,7 +159,9 @@ class KerasFile(Architecture):
 
     @property
     def identity(self) -> dict:
-        return {"arch": "keras", "file_sha256": self.file_digest, "output": self.output}
+        return {"arch": "keras", "file_sha256": self.file_digest, "output": self.output,
+                "input_range": [list(v) if isinstance(v, (list, tuple)) else v for v in self.input_range],
+                "preprocess": self.preprocess}
 
 
 def for_config(model_cfg) -> Architecture:
@@ -169,10 +172,13 @@ def for_config(model_cfg) -> Architecture:
 
     path = model_cfg.get("path")
     if not path:
-        raise SanityError("model=keras needs the model file: model.path=FILE (.keras, .h5 or a SavedModel folder)")
+        raise SanityError("model=keras needs the model file: model.path=FILE (.keras or .h5)")
     file = Path(str(path)).expanduser()
     if not file.exists():
-        raise SanityError(f"model.path {file} does not exist; give the .keras/.h5 file or SavedModel folder")
+        raise SanityError(f"model.path {file} does not exist; give the .keras or .h5 file")
+    if file.is_dir():  # Keras 3 loads a SavedModel only as an opaque TFSMLayer: no layers to randomize
+        raise SanityError(f"model.path {file} is a folder (a SavedModel?), which Keras 3 loads only as an opaque "
+                          f"layer without its layers; save the model as .keras (model.save('model.keras'))")
     preprocess = model_cfg.get("preprocess") or "none"
     if preprocess not in PREPROCESS:
         raise SanityError(f"model.preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")

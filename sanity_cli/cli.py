@@ -347,7 +347,8 @@ def run_in_process(args: list[str], collect: dict) -> tuple[int, str]:
     import logging
 
     global COLLECT
-    before = set(logging.root.handlers)
+    loggers = [logging.root, logging.getLogger("sanity")]
+    saved_logging = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
     tee, saved = _ErrorTee(sys.stderr), sys.stderr
     COLLECT, sys.stderr = collect, tee
     try:
@@ -356,9 +357,16 @@ def run_in_process(args: list[str], collect: dict) -> tuple[int, str]:
         code = exit_.code if isinstance(exit_.code, int) else 2
     finally:
         COLLECT, sys.stderr = None, saved
-        for handler in set(logging.root.handlers) - before:
-            logging.root.removeHandler(handler)
-            handler.close()
+        # Hydra's job logging replaced the caller's handlers (a notebook's, an application's): put them back
+        for logger, handlers, level, propagate in saved_logging:
+            for handler in set(logger.handlers) - set(handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            for handler in handlers:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
     return int(code or 0), tee.error
 
 

@@ -199,10 +199,14 @@ def validate_model_and_data(cfg: DictConfig) -> None:
         if not cfg.data.get("path"):
             raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, "
                               "y_train])")
+        if not Path(str(cfg.data.path)).expanduser().is_file():
+            raise SanityError(f"data.path {cfg.data.path} is not a file; give the .npz file")
     elif cfg.data.name == "folder":
         if not cfg.data.get("path"):
             raise SanityError("data=folder needs the images' folder: data.path=DIR (one subfolder per class, or "
                               "flat)")
+        if not Path(str(cfg.data.path)).expanduser().is_dir():
+            raise SanityError(f"data.path {cfg.data.path} is not a directory; point it at a folder of images")
         if cfg.data.size is not None:
             _positive_int(cfg.data.size, "data.size")
     elif cfg.data.source not in DATA_SOURCES:

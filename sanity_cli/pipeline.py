@@ -384,7 +384,7 @@ def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_
                            checks: SelfChecks, keep_maps: bool = False) -> Comparison:
     """Paper Sec. 4: the same images and target classes explained by the true-label and permuted-label models.
     Meaningful only once the permuted-label model has memorised its labels (checked)."""
-    checks.check_memorised(permuted.info, float(cfg.train.permuted.target_accuracy))
+    checks.check_memorised(permuted.info, config_checks.train_settings(cfg).permuted_target_accuracy)
     comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
     comparison.set_reference(Stage(0, "true_labels"),
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
@@ -561,7 +561,8 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
                 collect.update(images=shown, stages=list(comparison.stage_labels),
                                maps={name: np.stack(maps, axis=1) for name, maps in comparison.all_maps.items()})
         with timer.phase("write"):
-            captions = [f"#{i} {dataset.class_names[t]}" for i, t in zip(image_ids, targets)]
+            captions = [f"#{i} {dataset.class_names[t] if t < len(dataset.class_names) else t}"
+                        for i, t in zip(image_ids, targets)]
             verdict = write_outputs(run_dir, cfg, comparison, runs, shown, captions,
                                     checks.problems(guided))
             models_table = model_rows(cfg, *[t for t in (trained, permuted) if t is not None])
@@ -585,7 +586,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
     if permuted is not None:
         print(f"\nmodels: true-label test accuracy {trained.info['test_accuracy']:.3f}; permuted-label train "
               f"accuracy {permuted.info['train_accuracy']:.3f} (memorisation target "
-              f"{cfg.train.permuted.target_accuracy})")
+              f"{config_checks.train_settings(cfg).permuted_target_accuracy})")
     print(f"\nresults: {run_dir}")
     return run_dir
 

@@ -84,7 +84,10 @@ def block_variables(model: keras.Model, block: Block, reset_bn_statistics: bool 
             raise SanityError(f"block '{block.name}' names layer '{layer_name}', which {model.name} does not have")
         for variable in layer.weights:
             name = _variable_name(variable)
-            if variable.trainable or (reset_bn_statistics and name in BN_STATISTICS):
+            # trainable weights, and the weights of a frozen layer (trainable=False, as a transfer-learning base
+            # often is) that are not batch-norm statistics; the statistics only when asked
+            frozen = not variable.trainable and name not in BN_STATISTICS and "float" in str(variable.dtype)
+            if variable.trainable or frozen or (reset_bn_statistics and name in BN_STATISTICS):
                 pairs.append((layer, variable))
     return pairs
 

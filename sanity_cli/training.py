@@ -217,6 +217,7 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
     arch = _architecture(arch)
     labels = normalize_labels_mode(labels)
     x, y = training_arrays(dataset, labels, seed, settings)
+    x = arch.to_model_space(x)  # the images as the model takes them (the same bits for inputs in [0, 1])
     permuted = labels == "permuted"
     max_epochs = settings.permuted_max_epochs if permuted else settings.epochs
     target = settings.permuted_target_accuracy if permuted else None
@@ -262,12 +263,12 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
         "train_images": int(len(x)),
         "train_accuracy": float(train_acc),
         "running_train_accuracy": history[-1]["running_accuracy"],
-        "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test),
+        "test_accuracy": accuracy(model, arch.to_model_space(dataset.x_test), dataset.y_test),
         "train_seconds": round(sum(row["seconds"] for row in history), 2),
     }
     held_out = validation_arrays(dataset, settings)
     if held_out is not None:
-        info["validation_accuracy"] = accuracy(model, *held_out)
+        info["validation_accuracy"] = accuracy(model, arch.to_model_space(held_out[0]), held_out[1])
     if permuted:
         info["target_accuracy"] = float(target)
         info["memorised"] = bool(train_acc >= target)

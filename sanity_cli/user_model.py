@@ -57,9 +57,16 @@ def strip_softmax(model):
     import keras
 
     last = model.layers[-1]
+    while isinstance(last, keras.Model) and last.layers:  # a nested model's own last layer (a Sequential head)
+        last = last.layers[-1]
     activation = getattr(last, "activation", None)
-    if isinstance(last, keras.layers.Softmax) or (
-            isinstance(last, keras.layers.Activation) and getattr(activation, "__name__", "") == "softmax"):
+    softmax_layer = isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and getattr(activation, "__name__", "") == "softmax")
+    if softmax_layer and last is not model.layers[-1]:
+        raise SanityError(f"{model.name} ends in a softmax layer '{last.name}' inside a nested model, which sanity "
+                          f"cannot leave out; explain probabilities with model.output=probabilities, or save the "
+                          f"model without it")
+    if softmax_layer:
         stripped = keras.Model(model.inputs, last.input, name=model.name)
         log(f"model: explaining the pre-softmax logits: the final layer '{last.name}' (softmax) is left out "
             f"(model.output=probabilities keeps it)")
@@ -76,6 +83,10 @@ def blocks(model, spec: dict | None = None) -> list[Block]:
     [layer name or regex, ...]} (a regex matches whole layer names). Every layer with variables must be in
     exactly one block."""
     owners = [layer.name for layer in leaf_layers(model) if layer.weights]
+    repeated = sorted({name for name in owners if owners.count(name) > 1})
+    if repeated:
+        raise SanityError(f"{model.name} has several layers called {', '.join(repeated)} (in nested models); "
+                          f"rename them (keras layers' name=...) so that each block names one layer")
     if not owners:
         raise SanityError(f"{model.name} has no layer with variables to randomize")
     if not spec:
@@ -123,6 +134,13 @@ def fresh_copy(model, seed: int):
     keras.utils.set_random_seed(seed)
     copy = keras.models.clone_model(model)
     copy.build(model.input_shape)
+    frozen = [layer.name for layer in leaf_layers(copy) if layer.weights and not layer.trainable]
+    if frozen:  # a frozen random base would stay random: the copies learn every layer
+        copy.trainable = True
+        for layer in leaf_layers(copy):
+            layer.trainable = True
+        log(f"model: the trained copies learn every layer, also those frozen in the file ({', '.join(frozen[:5])}"
+            f"{', ...' if len(frozen) > 5 else ''})")
     return copy
 
 

@@ -60,7 +60,8 @@ def test_every_single_choice_composes_and_validates(group):
         photos = (group, choice) == ("data", "images")  # photos go with Inception
         own = (group, choice) in (("model", "keras"), ("data", "npz"), ("data", "folder"))  # your model and data
         cfg = composed(override, *(["model=inception"] if photos else []),
-                       *(["model=keras", f"model.path={__file__}", f"data.path={Path(__file__).parent}"]
+                       *(["model=keras", f"model.path={__file__}",
+                          f"data.path={Path(__file__).parent if choice == 'folder' else __file__}"]
                          if own else []), *(["data=npz"] if choice == "keras" else []),
                        *(["data.name=mnist"] if choice == "tfds" else []))
         config.validate(cfg)

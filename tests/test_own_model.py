@@ -52,6 +52,16 @@ def own(tmp_path_factory):
     nested = keras.Sequential([keras.Input((32, 32, 3)), base, keras.layers.GlobalAveragePooling2D(name="gap2"),
                                keras.layers.Dense(3, name="out")], name="nested")
     nested.save(folder / "nested.keras")
+    wrapper_in = keras.Input((32, 32, 3))  # the keras.applications pattern: x = base(inputs); pool; dense
+    wrapped = keras.layers.GlobalAveragePooling2D()(base(wrapper_in))
+    keras.Model(wrapper_in, keras.layers.Dense(3, name="out")(wrapped), name="wrapper").save(folder / "wrapper.keras")
+    frozen = keras.models.clone_model(model)
+    frozen.get_layer("c1").trainable = False
+    frozen.save(folder / "frozen.keras")
+    with_softmax = keras.Sequential([keras.Input((32, 32, 3)), *[keras.models.clone_model(model).get_layer(n)
+                                                                  for n in ("c1", "pool", "c2", "gap")],
+                                     keras.layers.Dense(3, name="dense"), keras.layers.Softmax(name="probs")])
+    with_softmax.save(folder / "softmax_layer.keras")
     flat = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)], name="tabular")
     flat.save(folder / "tabular.keras")
     (folder / "not_a_model.keras").write_text("this is not a model\n")
@@ -262,3 +272,64 @@ def test_an_h5_file_loads_too(sanity, own, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["block"].drop_duplicates().tolist()[:2] == ["trained",
                                                                                                      "head"]
+
+
+def test_wrapped_bases_softmax_layers_and_frozen_layers(sanity, own, tmp_path):
+    """Grad-CAM on a base called inside a functional wrapper; a final Softmax layer left out; a frozen layer is
+    randomized all the same (its weights are not trainable, but they are what the block means)."""
+    for model, blocks in (("wrapper.keras", ["trained", "out", "c2", "c1"]),
+                          ("softmax_layer.keras", ["trained", "dense", "c2", "c1"]),
+                          ("frozen.keras", ["trained", "head", "c2", "c1"])):
+        run = f"run_{model.split('.')[0]}"
+        result = sanity("run", *own_args(own, "method=[gradient,gradcam]", "metric=[spearman_abs]", "n_images=8",
+                                         f"hydra.run.dir={run}", model=model))
+        assert result.returncode == 0, (model, result.stderr[-3000:])
+        table = pd.read_csv(tmp_path / run / "metrics.csv")
+        assert table.drop_duplicates("stage")["block"].tolist() == blocks, model
+        assert set(table["method"]) == {"gradient", "gradcam"}, model
+        assert "self-check passed: all 3 randomization stages changed the model's logits" in (
+            tmp_path / run / "cli.log").read_text()
+    assert "final layer 'probs' (softmax) is left out" in (tmp_path / "run_softmax_layer" / "cli.log").read_text()
+
+
+def test_a_flat_folder_without_labels_is_explained_for_the_top_class(sanity, own, tmp_path):
+    from PIL import Image
+
+    arrays = np.load(own / "data.npz")
+    (tmp_path / "flat").mkdir()
+    for i, image in enumerate(arrays["x_test"][:4]):
+        Image.fromarray(image).save(tmp_path / "flat" / f"{i}.png")
+    result = sanity("run", "model=keras", f"model.path={own / 'model.keras'}", "data=folder",
+                    f"data.path={tmp_path / 'flat'}", "method=[gradient]", "metric=[spearman_abs]", "n_images=4",
+                    "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    captions = json.loads((tmp_path / "run" / "manifest.json").read_text())["captions"]
+    assert len(captions) == 4 and all(c.split(" ")[1] in ("0", "1", "2") for c in captions)
+
+
+def test_check_leaves_the_callers_logging_as_it_was(own, tmp_path, monkeypatch):
+    import logging
+
+    import keras
+
+    from sanity_cli import check
+
+    monkeypatch.chdir(tmp_path)
+    handler = logging.FileHandler(tmp_path / "app.log")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        arrays = np.load(own / "data.npz")
+        result = check(keras.models.load_model(own / "model.keras"), arrays["x_test"][:4], methods=["gradient"],
+                       metrics=["spearman_abs"])
+        assert handler in root.handlers and root.level == logging.WARNING
+        logging.getLogger("app").warning("still logging")
+        handler.flush()
+        assert "still logging" in (tmp_path / "app.log").read_text()
+        assert list(result.verdict["method"]) == ["gradient"]
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])

@@ -30,13 +30,18 @@ def resolve(function: str):
     """The callable named "module:function" or "module.function" (the working directory is importable, as for
     `python -m`)."""
     module_name, attr = split_name(function)
-    if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    here = str(Path.cwd())
+    added = here not in sys.path and "" not in sys.path
+    if added:  # the working directory is importable for this import only
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or any error raised while the user's module runs
         raise SanityError(f"custom method: cannot import {module_name} ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise SanityError(f"custom method: {module_name} has no function {attr}")

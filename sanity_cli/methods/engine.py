@@ -188,11 +188,20 @@ def _activations_and_outputs(model, layer: str):
     are called in order instead."""
     import keras
 
-    try:
-        return keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
-    except ValueError:
-        if not isinstance(model, keras.Sequential):
-            raise
+    if not isinstance(model, keras.Sequential):
+        # the layer's output in this model's graph: the node of this graph where the layer is called (a layer, or
+        # a base model called inside a functional wrapper, may also have been called in other graphs)
+        target = model.get_layer(layer)
+        graph = {id(node) for nodes in getattr(model, "_nodes_by_depth", {}).values() for node in nodes}
+        tensors = [tensor for node in getattr(target, "_inbound_nodes", []) if id(node) in graph
+                   for tensor in node.output_tensors]
+        for tensor in tensors or [target.output]:
+            try:
+                return keras.Model(model.inputs, [tensor, model.outputs[0]])
+            except ValueError:
+                continue
+        raise SanityError(f"gradcam: the output of layer '{layer}' is not connected to {model.name}'s input; "
+                          f"set method.gradcam.layer to another layer")
     names = [item.name for item in model.layers]
     split = names.index(layer) + 1
 
