@@ -33,11 +33,14 @@ def help_text() -> str:
     lines += [f"  {group:12s} {', '.join(choices)}" for group, choices in group_choices().items()]
     lines += ["", "suites for 'sanity reproduce SUITE' (configs/suites/):",
               f"  {', '.join(sorted(p.stem for p in (config_dir() / 'suites').glob('*.yaml')))}",
-              "", "sweep launchers: hydra/launcher=parallel (local processes), hydra/launcher=slurm (clusters)"]
+              "", "sweep launchers: hydra/launcher=parallel (local processes), hydra/launcher=slurm (clusters), "
+              "hydra/launcher=ray (Ray clusters)"]
     lines += ["", "examples:",
               "  sanity run                                   # MNIST CNN, cascading, smoke budget",
               "  sanity run model=mnist_cnn data=fashion_mnist test=cascading budget=smoke",
               "  sanity run test=data 'method=[gradient,guided_backprop]'",
+              "  sanity run model=keras model.path=my.keras data=npz data.path=my.npz   # your own model and data",
+              "  sanity run test=efficient_mprt                # after the paper: bottom-up, sMPRT, eMPRT, ...",
               "  sanity run -m model=mnist_cnn,mnist_mlp test=cascading,independent",
               "  sanity train model=mnist_mlp labels=permuted",
               "  sanity run resume=true                       # continue the killed run of this config",

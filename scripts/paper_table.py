@@ -1,9 +1,9 @@
-"""The README's paper-fidelity table, from a finished `sanity reproduce paper_mnist` run.
+"""The README's paper-fidelity tables, from a finished `sanity reproduce paper_mnist` (or `revisited`) run.
 
     python scripts/paper_table.py results/reproduce/paper_mnist/latest
 
-For each job (model x test): every method's similarity after randomization (spearman_abs), its null
-similarity, the verdict, the models' accuracies and how long the job took (from manifest.json), as Markdown.
+For each job (model x test): every method's value of the verdict's metric after randomization (spearman_abs for
+the paper's tests; eMPRT's entropy_rise), its null, the verdict, the models' accuracies and how long the job took (from manifest.json), as Markdown.
 Nothing here computes a number: it only reads what the run wrote.
 """
 
@@ -31,11 +31,14 @@ def job_rows(job_dir: Path) -> dict:
         label = {"reference": "ref", "INCONCLUSIVE": "INC"}.get(row["verdict"], row["verdict"])
         cells[method] = f"{row['similarity']:.2f} / {row['null_similarity']:.2f} {label}"
     config = manifest["config"]
+    test = config["test"]["name"] + (" bottom_up" if config["test"].get("order") == "bottom_up"
+                                     and config["test"]["name"] == "cascading" else "")
+    metric = verdict["metric"].iloc[0]
     info = "; ".join(
         f"{m.labels}: train {m.train_accuracy:.3f}, test {m.test_accuracy:.3f}"
         + (f", {m.epochs_run} epochs, {m.train_seconds:.0f} s" if pd.notna(m.train_seconds) else "")
         for m in models.itertuples())
-    return {"job": f"{config['model']['name']} {config['test']['name']}", "n": len(manifest["explained_images"]),
+    return {"job": f"{config['model']['name']} {test} ({metric})", "n": len(manifest["explained_images"]),
             "seconds": manifest["wall_seconds"], "models": info, **cells}
 
 

@@ -22,6 +22,39 @@ def test_parallel_launcher_runs_the_sweep_in_worker_processes(sanity_process, tm
     assert sorted(pd.read_csv(sweep / "sweep_verdict.csv")["model"]) == ["mnist_cnn", "mnist_mlp"]
 
 
+def test_ray_launcher_runs_a_real_sweep_on_a_local_ray_instance(sanity_process, tmp_path):
+    """hydra/launcher=ray (hydra-ray-launcher, Ray 2): the sweep's jobs run as Ray tasks on a local instance that
+    the launcher starts (ray.init without an address), with the same sweep tables as any launcher."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed "
+                        "(pip install -e '.[ray]')")
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(num_cpus=1, include_dashboard=False); "
+                            "print(ray.cluster_resources()); ray.shutdown()"],
+                           capture_output=True, text=True, timeout=180)
+    if probe.returncode != 0:
+        pytest.skip(f"Ray cannot start a local instance on this machine: {probe.stderr.strip().splitlines()[-1:]}")
+    sweep = tmp_path / "sweep"
+    result = sanity_process("run", "-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                            "+hydra.launcher.ray.init.include_dashboard=false", "model=mnist_cnn,mnist_mlp", *CHEAP,
+                            f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "_run_job pid=" in result.stdout + result.stderr  # the jobs' output comes from Ray workers
+    assert len(list(sweep.rglob("metrics.csv"))) == 2
+    assert sorted(pd.read_csv(sweep / "sweep_verdict.csv")["model"]) == ["mnist_cnn", "mnist_mlp"]
+
+
+def test_ray_launcher_asks_one_gpu_per_job_when_told(sanity):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed")
+    result = sanity("run", "hydra/launcher=ray", "+hydra.launcher.ray.remote.num_gpus=1",
+                    "hydra.launcher.ray.init.address=auto", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr[-3000:]
+    launcher = OmegaConf.create(result.stdout).hydra.launcher
+    assert launcher._target_.endswith("RayLauncher")
+    assert launcher.ray.remote.num_gpus == 1 and launcher.ray.init.address == "auto"
+
+
 def test_slurm_launcher_config_composes(sanity, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = sanity("run", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
