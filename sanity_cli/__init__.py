@@ -7,8 +7,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    """`check` and `Result`, loaded when first asked for: the package itself imports none of its modules (they
+    import it), so it adds no import cycle and no start-up cost."""
     if name in ("check", "Result"):
-        from . import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
     raise AttributeError(f"module 'sanity_cli' has no attribute {name!r}")
