@@ -604,7 +604,16 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False) -> t
     directory.check_claim(config_fingerprint(cfg))
     directory.ensure_writable()
     dataset = load_data(cfg)
-    trained = load_model(cfg, dataset, training.normalize_labels_mode(cfg.labels))
+    labels = training.normalize_labels_mode(cfg.labels)
+    arch = architectures.for_config(cfg.model)
+    if isinstance(arch, architectures.KerasFile):  # a fresh copy of your model, as the data test trains it
+        if not len(dataset.x_train):
+            raise SanityError(f"sanity train needs training images; data={cfg.data.name} has none (x_train, y_train "
+                              f"in the .npz)")
+        trained = training.load_or_train(arch, dataset, labels, cfg.seed, config_checks.train_settings(cfg),
+                                         cache_dir=cfg.cache_dir, log=log)
+    else:
+        trained = load_model(cfg, dataset, labels)
     models_table = model_rows(cfg, trained)
     write_json(run_dir / "manifest.json", build_manifest(cfg, dataset=dataset,
                                                          models=models_table.to_dict(orient="records"),

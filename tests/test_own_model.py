@@ -105,6 +105,10 @@ def test_data_test_trains_two_fresh_copies_of_your_architecture(sanity, own, tmp
     again = sanity("run", *args[:-1], "hydra.run.dir=again")  # the cache serves both copies now
     assert again.returncode == 0
     assert (pd.read_csv(tmp_path / "again" / "models.csv")["cache"] == "hit").all()
+    trained = sanity("train", *[a for a in args[:-1] if not a.startswith(("test=", "method=", "metric="))],
+                     "labels=permuted", "hydra.run.dir=train")  # `sanity train` makes the same copy
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert f"cache key {models.loc['permuted', 'cache_key']}, hit" in trained.stdout
     result = sanity("run", *own_args(own, "test=data", "n_images=4", data="test_only.npz"), "hydra.run.dir=x")
     assert_one_line_error(result, "x_train")
 
