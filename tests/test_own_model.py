@@ -337,3 +337,47 @@ def test_check_leaves_the_callers_logging_as_it_was(own, tmp_path, monkeypatch):
         root.removeHandler(handler)
         handler.close()
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_block_specs_that_overlap_or_do_not_parse_are_one_line(own):
+    import keras
+
+    from sanity_cli.errors import SanityError
+    from sanity_cli.user_model import blocks
+
+    model = keras.models.load_model(own / "model.keras")
+    assert [b.name for b in blocks(model)] == ["head", "c2", "c1"]
+    assert [(b.name, b.layers) for b in blocks(model, {"convs": ["c[12]"], "top": ["head"]})] == [
+        ("top", ("head",)), ("convs", ("c1", "c2"))]  # output first, layers in model order
+    with pytest.raises(SanityError, match=r"layer\(s\) c1 are in more than one block"):
+        blocks(model, {"a": ["c1", "head"], "b": ["c.*"]})
+    with pytest.raises(SanityError, match="is not a valid regex"):
+        blocks(model, {"a": ["c(["], "b": ["head"]})
+    with pytest.raises(SanityError, match="'dense_9' matches no layer with variables"):
+        blocks(model, {"a": ["dense_9"]})
+
+
+def test_probabilities_are_explained_when_asked_and_flat_folders_take_a_labels_csv(sanity, own, tmp_path):
+    from PIL import Image
+
+    arrays = np.load(own / "data.npz")
+    (tmp_path / "flat").mkdir()
+    rows = ["file,label"]
+    for i, (image, label) in enumerate(zip(arrays["x_test"][:6], arrays["y_test"][:6])):
+        Image.fromarray(image).save(tmp_path / "flat" / f"{i}.png")
+        rows.append(f"{i}.png,{label}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    common = ("model=keras", f"model.path={own / 'model.keras'}", "data=folder", f"data.path={tmp_path / 'flat'}",
+              f"data.labels_csv={tmp_path / 'labels.csv'}", "target=label", "method=[gradient]",
+              "metric=[spearman_abs]", "n_images=6")
+    logits = sanity("run", *common, "hydra.run.dir=logits")
+    probabilities = sanity("run", *common, "model.output=probabilities", "hydra.run.dir=probabilities")
+    assert logits.returncode == 0 and probabilities.returncode == 0, probabilities.stderr[-2000:]
+    assert "pre-softmax" in (tmp_path / "logits" / "cli.log").read_text()
+    assert "pre-softmax" not in (tmp_path / "probabilities" / "cli.log").read_text()
+    manifest = json.loads((tmp_path / "logits" / "manifest.json").read_text())
+    assert manifest["targets"] == [int(arrays["y_test"][int(Path(f).stem)]) for f in
+                                   manifest["data_provenance"]["files"]][:6]
+    first = pd.read_csv(tmp_path / "logits" / "metrics.csv")["value"].to_numpy()
+    second = pd.read_csv(tmp_path / "probabilities" / "metrics.csv")["value"].to_numpy()
+    assert not np.allclose(first, second)  # the softmax's gradient is another map
