@@ -133,6 +133,20 @@ def test_quantus_efficient_mprt_agrees_with_entropy_rise_on_the_same_maps():
     assert worst <= 1e-9
 
 
+def test_quantus_random_logit_agrees_with_spearman_abs_on_the_same_maps():
+    """Quantus 0.6's RandomLogit and sanity's spearman_abs (rank-preserving normalisation) score the same
+    explanations to 1e-9."""
+    pytest.importorskip("quantus")
+    import keras
+    from sanity_cli import architectures
+
+    keras.utils.set_random_seed(0)
+    model = architectures.get("mnist_cnn").build()
+    images = np.random.default_rng(1).random((6, 28, 28, 1), dtype=np.float32)
+    lines = peers.check_quantus_random_logit(model, images, np.arange(6, dtype=np.int32), log=lambda *_: None)
+    assert float(lines[0].split("max diff ")[1].split(" ")[0]) <= 1e-9
+
+
 def test_tiny_end_to_end_mnist(tmp_path):
     """The script itself, MNIST workloads only (peers included when installed), at the hidden --tiny size."""
     out = tmp_path / "bench"

@@ -10,7 +10,7 @@ import numpy as np
 
 from sanity_cli import architectures
 
-from .peers import check_quantus, check_quantus_efficient_mprt, quantus_gradient, quantus_mprt, quantus_smoothgrad
+from .peers import check_quantus, check_quantus_efficient_mprt, check_quantus_random_logit, quantus_gradient, quantus_mprt, quantus_smoothgrad
 from .table import missing_row
 
 
@@ -53,7 +53,11 @@ def run(ctx):
     keras.utils.set_random_seed(1234)  # Quantus' clone_model draws fresh weights: make them reproducible
     q_scores = quantus_mprt(model, images, targets, quantus_gradient)
     ctx.checks.extend(check_quantus(model, images, targets, q_scores, ctx.log))
+    keras.utils.set_random_seed(1234)
+    q_bottom_up = quantus_mprt(model, images, targets, quantus_gradient, order="bottom_up")
+    ctx.checks.extend(check_quantus(model, images, targets, q_bottom_up, ctx.log, order="bottom_up"))
     ctx.checks.extend(check_quantus_efficient_mprt(model, images, targets, ctx.log))
+    ctx.checks.extend(check_quantus_random_logit(model, images, targets, ctx.log))
 
     def theirs():
         return {"gradient": quantus_mprt(model, images, targets, quantus_gradient),

@@ -152,17 +152,17 @@ def quantus_smoothgrad(samples: int, rng: np.random.Generator):
     return explain
 
 
-def quantus_mprt(model, x, y, explain_func) -> dict:
-    """Quantus' cascading MPRT (top-down): {layer name: Spearman per image}."""
+def quantus_mprt(model, x, y, explain_func, order: str = "top_down") -> dict:
+    """Quantus' cascading MPRT (top-down, or bottom-up): {layer name: Spearman per image}."""
     import quantus
 
-    metric = quantus.MPRT(layer_order="top_down", seed=42, abs=True, normalise=True,
+    metric = quantus.MPRT(layer_order=order, seed=42, abs=True, normalise=True,
                           disable_warnings=True, display_progressbar=False)
     return metric(model=model, x_batch=x, y_batch=y, a_batch=None, channel_first=False,
                   explain_func=explain_func, explain_func_kwargs={}, batch_size=64)
 
 
-def check_quantus(model, x, y, q_scores, log) -> list[str]:
+def check_quantus(model, x, y, q_scores, log, order: str = "top_down") -> list[str]:
     """Recompute Quantus' per-layer scores on the very model states its generator yields (same seeds) with
     sanity's engine and rank correlation; also report whether those states keep the trained weights of the
     layers not yet randomized (cascading MPRT requires it)."""
@@ -174,7 +174,7 @@ def check_quantus(model, x, y, q_scores, log) -> list[str]:
     reference = ours_explain(model, x, y, "gradient", {}, 256)
     worst, layers, finding = 0.0, 0, ""
     keras.utils.set_random_seed(1234)
-    for layer_name, random_model in wrapped.get_random_layer_generator(order="top_down", seed=42):
+    for layer_name, random_model in wrapped.get_random_layer_generator(order=order, seed=42):
         if layers == 0:
             kept = [np.array_equal(a.numpy(), b.numpy()) for layer in model.layers if layer.name != layer_name
                     for a, b in zip(layer.weights, random_model.get_layer(layer.name).weights)
@@ -193,7 +193,7 @@ def check_quantus(model, x, y, q_scores, log) -> list[str]:
             raise CheckFailed(f"quantus MPRT layer {layer_name}: {theirs.shape} scores vs ours {ours.shape}")
         worst = max(worst, float(np.nanmax(np.abs(ours - theirs))))
         layers += 1
-    line = (f"quantus MPRT Spearman per image and layer ({layers} layers x {len(x)} images) vs sanity engine "
+    line = (f"quantus MPRT ({order}) Spearman per image and layer ({layers} layers x {len(x)} images) vs sanity engine "
             f"gradients + metrics rank correlation on the same randomized models: max diff {worst:.2e} (<= 1e-3)")
     if not worst <= 1e-3:
         raise CheckFailed(line)
@@ -244,6 +244,42 @@ def check_quantus_efficient_mprt(model, x, y, log) -> list[str]:
     line = (f"quantus EfficientMPRT score per image ({len(x)} images, gradient maps from sanity's engine) vs sanity "
             f"metric entropy_rise on the same maps: max diff {worst:.2e} (<= 1e-9); mean {ours.mean():+.4f} vs "
             f"{theirs.mean():+.4f}")
+    if not worst <= 1e-9:
+        raise CheckFailed(line)
+    log(f"check ok  {line}")
+    return [line]
+
+
+def check_quantus_random_logit(model, x, y, log) -> list[str]:
+    """Quantus 0.6's RandomLogit (Spearman of |maps|, no normalisation) against sanity's spearman_abs with a
+    rank-preserving normalisation (second_moment: |a| / sqrt(mean |a|^2), no clipping) on the same explanations:
+    sanity's gradient maps of the explained class and of the other class Quantus draws (recorded from its calls).
+    The scores must agree to 1e-9. (Quantus draws the other class with its own seeded generator, so the classes,
+    not our `other_classes`, are taken from its calls.)"""
+    import quantus
+    from sanity_cli import metrics
+
+    asked = []
+    ours_fn = ours_as_explain_func()
+
+    def explain(model, inputs, targets, **kwargs):
+        asked.append(np.asarray(targets).copy())
+        return ours_fn(model, inputs, targets)
+
+    metric = quantus.RandomLogit(num_classes=int(model.output_shape[-1]), seed=42, abs=True, normalise=False,
+                                 similarity_func=quantus.similarity_func.correlation_spearman,
+                                 disable_warnings=True, display_progressbar=False)
+    theirs = np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=None, channel_first=None,
+                               explain_func=explain, explain_func_kwargs={}, batch_size=len(x)), np.float64)
+    other = asked[-1]
+    if np.any(other == y):
+        raise CheckFailed("quantus RandomLogit explained the explained class itself")
+    ours, _ = metrics.compare(explain(model, x, y), explain(model, x, other), "spearman_abs",
+                              normalisation="second_moment")
+    worst = float(np.max(np.abs(ours - theirs)))
+    line = (f"quantus RandomLogit Spearman per image ({len(x)} images, its other classes, gradient maps from "
+            f"sanity's engine) vs sanity spearman_abs (second_moment) on the same maps: max diff {worst:.2e} "
+            f"(<= 1e-9); mean {ours.mean():+.4f} vs {theirs.mean():+.4f}")
     if not worst <= 1e-9:
         raise CheckFailed(line)
     log(f"check ok  {line}")
