@@ -522,6 +522,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
     directory.ensure_writable()
     units = UnitStore(directory, config_fingerprint(cfg), log=log)
     resumed_units = units.open()
+    methods.engine.set_jit_compile(cfg.get("jit_compile", False))
     try:
         log(f"device: {device_summary()}")
         with timer.phase("data"):

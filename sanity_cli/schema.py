@@ -22,6 +22,7 @@ class PermutedTraining:
 class Training:
     epochs: int = MISSING
     batch_size: int = MISSING
+    jit_compile: bool = False
     learning_rate: float = MISSING
     max_train_images: Optional[int] = None
     validation_images: int = 0
@@ -47,6 +48,7 @@ class SanityConfig:
     seed: int = MISSING
     n_images: int = MISSING
     batch_size: int = MISSING
+    jit_compile: bool = False
     target: str = MISSING
     labels: Any = MISSING        # true / permuted (YAML reads `true` as a boolean)
     resume: bool = MISSING

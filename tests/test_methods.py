@@ -655,3 +655,35 @@ def test_gradcam_traces_once_and_follows_weight_changes():
     _close(got[..., 0], _hand_gradcam(model, images, targets, "gap"), atol=1e-5)
     function = engine_for(model)._functions[("gradcam", "conv", "logit")]
     assert function.experimental_get_tracing_count() == 1
+
+
+def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
+    """Batch sizes 1, 7 and 512, with and without XLA (`jit_compile`): the same maps within 1e-5 relative (of each
+    map's largest value), for every kind of gradient computation the methods use."""
+    import keras
+
+    from sanity_cli import architectures, methods
+    from sanity_cli.methods import engine
+
+    keras.utils.set_random_seed(0)
+    model = architectures.get("mnist_cnn").build()
+    images = np.random.default_rng(0).random((9, 28, 28, 1), dtype=np.float32)
+    targets = np.arange(9, dtype=np.int32) % 10
+    cases = {"gradient": {}, "guided_backprop": {}, "gradcam": {"layer": "conv2"},
+             "integrated_gradients": {"steps": 5}, "smoothgrad": {"base": "gradient", "samples": 4, "sigma": 0.15}}
+    maps = {}
+    for jit in (False, True):
+        monkeypatch.setattr(engine, "JIT_COMPILE", jit)
+        for batch in (1, 7, 512):
+            for kind, params in cases.items():
+                maps[kind, jit, batch] = methods.explain(model, images, targets, kind, params, batch_size=batch,
+                                                         seed=3)
+    for kind in cases:
+        reference = maps[kind, False, 512]
+        scale = np.abs(reference).reshape(9, -1).max(axis=1).reshape(9, 1, 1, 1)
+        assert (scale > 0).sum() >= 6, kind  # a random model's Grad-CAM map may be all zero (ReLU)
+        scale = np.where(scale > 0, scale, 1.0)
+        for (other_kind, jit, batch), other in maps.items():
+            if other_kind == kind:
+                assert np.max(np.abs(other - reference) / scale) <= 1e-5, (kind, jit, batch)
+    assert {key[-1] for key in engine.engine_for(model)._functions if key[0] == "grad"} == {False, True}

@@ -49,6 +49,10 @@ def targets(rows: list[Row], facts: dict[str, float]) -> list[str]:
             if ratio is not None:
                 line(ratio <= 1.3, f"whole run within 1.3x of its passes plus start-up on {r.workload}: "
                                    f"{ratio:.2f}x")
+    for name in ("mnist_cnn", "mnist_mlp"):
+        if f"xla_{name}" in facts:
+            out.append(f"- INFO: XLA (jit_compile=true) / plain on {name}: {facts[f'xla_{name}']:.2f}x "
+                       f"({'faster' if facts[f'xla_{name}'] < 1 else 'slower'}: the default is off)")
     for kind in ("smoothgrad", "integrated_gradients"):
         ratio = facts.get(f"mem_{kind}")
         if ratio is not None:
