@@ -624,7 +624,7 @@ def test_functions_trace_once_per_model_across_batches_and_weight_changes():
     explain(model, images, targets, "gradient", batch_size=2)          # batches of 2, 2, 1
     explain(model, images[:1], targets[:1], "gradient")
     explain(model, images, targets, "integrated_gradients", {"steps": 3})  # same function, other inputs
-    function = engine._functions[("grad", "logit", False)]
+    function = engine._functions[("grad", "logit", False, False)]
     assert function.experimental_get_tracing_count() == 1
 
     new_w = rng.normal(size=w.shape).astype(np.float32)
@@ -639,8 +639,8 @@ def test_functions_trace_once_per_model_across_batches_and_weight_changes():
     explain(model, images, targets, "gradient", {"output": "probability"})
     explain(model, images, targets, "guided_backprop")
     explain(model, images, targets, "guided_backprop", batch_size=3)
-    assert engine._functions[("grad", "probability", False)].experimental_get_tracing_count() == 1
-    assert engine._functions[("grad", "logit", True)].experimental_get_tracing_count() == 1
+    assert engine._functions[("grad", "probability", False, False)].experimental_get_tracing_count() == 1
+    assert engine._functions[("grad", "logit", True, False)].experimental_get_tracing_count() == 1
     assert function.experimental_get_tracing_count() == 1
 
 
@@ -653,7 +653,7 @@ def test_gradcam_traces_once_and_follows_weight_changes():
     dense.kernel.assign(-kernel)
     got = explain(model, images, targets, "gradcam", {"layer": "conv"})
     _close(got[..., 0], _hand_gradcam(model, images, targets, "gap"), atol=1e-5)
-    function = engine_for(model)._functions[("gradcam", "conv", "logit")]
+    function = engine_for(model)._functions[("gradcam", "conv", "logit", False)]
     assert function.experimental_get_tracing_count() == 1
 
 
