@@ -240,11 +240,15 @@ def check_quantus_efficient_mprt(model, x, y, log) -> list[str]:
     for _, randomized in wrapped.get_random_layer_generator(order="bottom_up", seed=42):
         pass  # the last state: every layer randomized
     ours, _ = metrics.compare(explain(model, x, y), explain(randomized, x, y), "entropy_rise")
+    return _same_scores(f"quantus EfficientMPRT score per image ({len(x)} images, gradient maps from sanity's "
+                        f"engine) vs sanity metric entropy_rise on the same maps", ours, theirs, log)
+
+
+def _same_scores(what: str, ours: np.ndarray, theirs: np.ndarray, log, tolerance: float = 1e-9) -> list[str]:
+    """The check line for two per-image score arrays that must agree to `tolerance`; CheckFailed if not."""
     worst = float(np.max(np.abs(ours - theirs)))
-    line = (f"quantus EfficientMPRT score per image ({len(x)} images, gradient maps from sanity's engine) vs sanity "
-            f"metric entropy_rise on the same maps: max diff {worst:.2e} (<= 1e-9); mean {ours.mean():+.4f} vs "
-            f"{theirs.mean():+.4f}")
-    if not worst <= 1e-9:
+    line = f"{what}: max diff {worst:.2e} (<= {tolerance:g}); mean {ours.mean():+.4f} vs {theirs.mean():+.4f}"
+    if not worst <= tolerance:
         raise CheckFailed(line)
     log(f"check ok  {line}")
     return [line]
@@ -276,14 +280,9 @@ def check_quantus_random_logit(model, x, y, log) -> list[str]:
         raise CheckFailed("quantus RandomLogit explained the explained class itself")
     ours, _ = metrics.compare(explain(model, x, y), explain(model, x, other), "spearman_abs",
                               normalisation="second_moment")
-    worst = float(np.max(np.abs(ours - theirs)))
-    line = (f"quantus RandomLogit Spearman per image ({len(x)} images, its other classes, gradient maps from "
-            f"sanity's engine) vs sanity spearman_abs (second_moment) on the same maps: max diff {worst:.2e} "
-            f"(<= 1e-9); mean {ours.mean():+.4f} vs {theirs.mean():+.4f}")
-    if not worst <= 1e-9:
-        raise CheckFailed(line)
-    log(f"check ok  {line}")
-    return [line]
+    return _same_scores(f"quantus RandomLogit Spearman per image ({len(x)} images, its other classes, gradient maps "
+                        f"from sanity's engine) vs sanity spearman_abs (second_moment) on the same maps", ours, theirs,
+                        log)
 
 
 # --------------------------------------------------------------------------- the per-pair metric loop
