@@ -22,7 +22,6 @@ class PermutedTraining:
 class Training:
     epochs: int = MISSING
     batch_size: int = MISSING
-    jit_compile: bool = False
     learning_rate: float = MISSING
     max_train_images: Optional[int] = None
     validation_images: int = 0
