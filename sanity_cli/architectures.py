@@ -125,11 +125,6 @@ class KerasFile(Architecture):
     def reverse_channels(self) -> bool:  # caffe: RGB -> BGR
         return self.preprocess == "caffe"
 
-    @property
-    def black(self):
-        low = self.input_range[0]
-        return float(low) if isinstance(low, (int, float)) else [float(v) for v in low]
-
     def check_data(self, data_name: str) -> None:
         """Your model takes any images: their shape is checked against its input once both are loaded."""
 
@@ -153,9 +148,11 @@ class KerasFile(Architecture):
         return blocks(model, dict(self.block_spec) or None)
 
     def default_gradcam_layer(self, model) -> str | None:
-        from .user_model import last_4d_layer
+        """The last layer with a 4-D output."""
+        from .methods.engine import conv_layer_names
 
-        return last_4d_layer(model)
+        names = conv_layer_names(model)
+        return names[-1] if names else None
 
     @property
     def identity(self) -> dict:

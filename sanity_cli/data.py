@@ -377,25 +377,31 @@ def _tfds_provenance(tfds, builder, downloaded: bool) -> dict:
     }
 
 
+def _prepare(builder, name: str, probe_timeout: float, fix: str) -> bool:
+    """Make sure the builder's data set is prepared: as it is, or downloaded when its server answers within
+    probe_timeout s. Returns whether it was downloaded; `fix` ends the one-line error otherwise."""
+    if _tfds_is_prepared(builder):
+        return False
+    host, port = _download_host(builder)
+    if not _server_reachable(host, port, probe_timeout):
+        raise SanityError(
+            f"tfds: {name!r} is not prepared in {_tfds_dir_label(builder)} and the download server "
+            f"{host} is unreachable (offline?); {fix}"
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as exc:
+        raise SanityError(
+            f"tfds: downloading and preparing {name!r} into {_tfds_dir_label(builder)} failed "
+            f"({_one_line(exc)}); {fix}"
+        ) from None
+    return True
+
+
 def _load_tfds(name: str, data_dir, probe_timeout: float, *, tfds=None, builder=None) -> tuple[dict, dict]:
     tfds = tfds or _import_tfds()
     builder = builder or _tfds_builder(tfds, name, data_dir)
-    downloaded = False
-    if not _tfds_is_prepared(builder):
-        host, port = _download_host(builder)
-        if not _server_reachable(host, port, probe_timeout):
-            raise SanityError(
-                f"tfds: {name!r} is not prepared in {_tfds_dir_label(builder)} and the download server "
-                f"{host} is unreachable (offline?); {_fix_offline(name)}"
-            )
-        try:
-            builder.download_and_prepare()
-        except Exception as exc:
-            raise SanityError(
-                f"tfds: downloading and preparing {name!r} into {_tfds_dir_label(builder)} failed "
-                f"({_one_line(exc)}); {_fix_offline(name)}"
-            ) from None
-        downloaded = True
+    downloaded = _prepare(builder, name, probe_timeout, _fix_offline(name))
     return _tfds_as_arrays(tfds, builder, name), _tfds_provenance(tfds, builder, downloaded)
 
 
@@ -636,17 +642,7 @@ def load_tfds_images(name: str, data_dir=None, train_split: str = "train", test_
     if data_dir is not None:
         data_dir = str(Path(data_dir).expanduser())
     builder = _tfds_builder(tfds, name, data_dir)
-    downloaded = False
-    if not _tfds_is_prepared(builder):
-        host, port = _download_host(builder)
-        if not _server_reachable(host, port, probe_timeout):
-            raise SanityError(f"tfds: {name!r} is not prepared in {_tfds_dir_label(builder)} and the download server "
-                              f"{host} is unreachable (offline?); prepare it there or set data.data_dir")
-        try:
-            builder.download_and_prepare()
-        except Exception as exc:
-            raise SanityError(f"tfds: downloading and preparing {name!r} failed ({_one_line(exc)})") from None
-        downloaded = True
+    downloaded = _prepare(builder, name, probe_timeout, "prepare it there or set data.data_dir")
     splits = list(builder.info.splits)
     for split in (train_split, test_split):
         if split and split not in splits:

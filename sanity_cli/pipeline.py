@@ -101,10 +101,11 @@ def load_model(cfg: DictConfig, dataset, labels: str) -> training.TrainedModel:
 
         model = arch.build()
         check_fits(model, dataset, f"data={dataset.name}")
-        if sanity_tests.get(cfg.test.name).family == "data_randomization" and not len(dataset.x_train):
+        trains_copies = sanity_tests.get(cfg.test.name).family == "data_randomization"
+        if trains_copies and not len(dataset.x_train):
             raise SanityError(f"test=data trains copies of your model: data={dataset.name} needs training images "
                               f"(x_train, y_train in the .npz)")
-        if sanity_tests.get(cfg.test.name).family != "data_randomization" and labels == "true":
+        if not trains_copies:  # the file's own weights are the trained model
             log(f"model: {arch.path} ({model.name}, {model.count_params():,} parameters, input "
                 f"{tuple(model.input_shape[1:])}, {model.output_shape[-1]} classes)")
             return training.TrainedModel(model, f"keras-{arch.file_digest[:16]}", "true",

@@ -117,15 +117,6 @@ def blocks(model, spec: dict | None = None) -> list[Block]:
     return [Block(name, tuple(sorted(members, key=order.get))) for name, members in ordered]
 
 
-def last_4d_layer(model) -> str | None:
-    """The last top-level layer with a 4-D (batch, height, width, channels) output: the default Grad-CAM layer."""
-    import keras
-
-    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
-             and len(getattr(layer, "output", None).shape if hasattr(layer, "output") else ()) == 4]
-    return names[-1] if names else None
-
-
 def fresh_copy(model, seed: int):
     """The same architecture with new weights from each layer's own initializers (seeded): what the data
     randomization test trains on true and on permuted labels."""

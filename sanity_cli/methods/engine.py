@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import SanityError
+from ..randomize import leaf_layers
 
 if TYPE_CHECKING:
     import keras
@@ -64,7 +65,7 @@ def guided_relus(model: keras.Model):
 
     swapped: list[tuple[object, str, object]] = []
     try:
-        for layer in _all_layers(model):
+        for layer in leaf_layers(model):
             if isinstance(layer, keras.layers.ReLU):
                 if layer.negative_slope or layer.max_value is not None or layer.threshold:
                     raise SanityError(f"guided_backprop: layer '{layer.name}' is a leaky/capped ReLU; "
@@ -81,15 +82,6 @@ def guided_relus(model: keras.Model):
                 object.__delattr__(layer, "call")
             else:
                 object.__setattr__(layer, attr, old)
-
-
-def _all_layers(model):
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        yield layer
 
 
 def _select(outputs, targets, output: str):
@@ -153,12 +145,7 @@ class GradientEngine:
         return _chunked(lambda xs, _: fn(tf.constant(xs)).numpy(), x, np.zeros(len(x), np.int32), batch_size)
 
     def conv_layer_names(self) -> list[str]:
-        """Layers with a 4-D (batch, height, width, channels) output: valid GradCAM layers."""
-        import keras
-
-        return [layer.name for layer in self.model.layers
-                if not isinstance(layer, keras.layers.InputLayer) and len(getattr(layer, "output", None).shape
-                                                                          if hasattr(layer, "output") else ()) == 4]
+        return conv_layer_names(self.model)
 
     def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit",
                 batch_size: int = 256) -> np.ndarray:
@@ -189,6 +176,16 @@ class GradientEngine:
             self._functions[key] = cam_fn
         fn = self._functions[key]
         return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+
+
+def conv_layer_names(model) -> list[str]:
+    """Top-level layers with a 4-D (batch, height, width, channels) output, in model order: valid GradCAM layers
+    (the last is the default for your own model)."""
+    import keras
+
+    return [layer.name for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer) and len(getattr(layer, "output", None).shape
+                                                                      if hasattr(layer, "output") else ()) == 4]
 
 
 def _activations_and_outputs(model, layer: str):
