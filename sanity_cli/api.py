@@ -34,19 +34,13 @@ class Result:
     directory: Path                # the run's files (a temporary folder until save())
     _owned: bool = field(default=True, repr=False)
 
-    def plot(self, image: int = 0, mode: str = "absolute"):
-        """The saliency grid of one explained image (methods x stages) as a matplotlib Figure."""
-        from .metrics import normalize_diverging
+    def plot(self, image: int = 0):
+        """The saliency grid of one explained image (methods x stages, the absolute maps normalised as the paper's)
+        as a matplotlib Figure; the run's signed grids are its grid_diverging_K.png files (save())."""
         from .plots import saliency_grid_figure
 
-        if mode not in ("absolute", "diverging"):
-            raise SanityError(f"mode must be absolute or diverging, got {mode!r}")
-        if mode == "absolute":
-            maps = {name: m[image:image + 1] for name, m in self.maps.items()}
-        else:  # the diverging grids the run wrote are of the grid images only; rebuild from the stored grids
-            raise SanityError("Result.plot draws the absolute maps; the diverging grids are the run's "
-                              "grid_diverging_K.png files (save())")
-        return saliency_grid_figure(self.images[image:image + 1], maps, self.stages, mode)
+        maps = {name: m[image:image + 1] for name, m in self.maps.items()}
+        return saliency_grid_figure(self.images[image:image + 1], maps, self.stages, "absolute")
 
     def save(self, directory) -> Path:
         """Copy the run's files (the CLI's: tables, grids, report.html, manifest) to `directory` (new or empty)."""
