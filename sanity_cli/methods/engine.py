@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -92,6 +93,69 @@ def _select(outputs, targets, output: str):
     return tf.gather(outputs, targets, axis=1, batch_dims=1)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A gradient-based map as gradient passes, all of them inside one traced function per chunk of images.
+
+    E(x) = sum_k w_k m_k ⊙ d f_c(z_k) / d z_k, over path points z_k = x' + a_k (x - x') with m_k = x - x' when
+    `path` (Integrated Gradients), else the one point z = x with m = z (`times_input`, Gradient ⊙ Input) or 1.
+    With `samples` > 0 (a noise tunnel) the result is the mean (1/n) sum_s E(x + eps_s) (and, with `variance`,
+    the variance (1/n) sum_s (E(x + eps_s) - mean)^2, merged across blocks by Chan et al.'s update), eps_s ~ N(0, (sigma (max x - min x))^2) drawn on the device from a stateless
+    generator seeded per image, so a map depends on the seed and the image's index only. `baseline` and `sigma`
+    are passed as tensors (not part of the traced function's key), so changing them never retraces."""
+    output: str = "logit"
+    guided: bool = False
+    times_input: bool = False
+    path: bool = False
+    alphas: tuple = (1.0,)
+    weights: tuple = (1.0,)
+    samples: int = 0
+    variance: bool = False
+    baseline: object = field(default=0.0, compare=False)
+    sigma: float = field(default=0.0, compare=False)
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise SanityError(f"output must be one of {', '.join(OUTPUTS)}, got '{self.output}'")
+
+    def blocks(self, batch_size: int) -> tuple[int, int, int]:
+        """(images per chunk, samples per pass, path points per pass): at most `batch_size` model inputs per
+        pass; a chunk's samples and path points are looped over inside the traced function."""
+        if batch_size < 1:
+            raise SanityError(f"batch_size must be >= 1, got {batch_size}")
+        samples, steps = max(self.samples, 1), len(self.alphas)
+        step_block = min(steps, batch_size)
+        sample_block = min(samples, max(1, batch_size // steps)) if steps <= batch_size else 1
+        return max(1, batch_size // (samples * steps)), sample_block, step_block
+
+
+def image_seeds(seed, n: int) -> np.ndarray:
+    """(n, 2) int32 seeds of the stateless noise of images 0..n-1: numpy's SeedSequence(seed + [i]), so each
+    image's noise depends on the run's seed (a number or a list) and its index only."""
+    seed = [int(v) for v in np.atleast_1d(seed)]
+    return np.stack([np.random.SeedSequence(seed + [i]).generate_state(2) for i in range(n)]).view(np.int32)
+
+
+def standard_normal(shape, seed):
+    """N(0, 1) draws from stateless Philox bits (tensor `seed`, 2 int32) by Box-Muller on 24-bit uniforms in (0, 1).
+    TensorFlow's own stateless_normal turns the same Philox bits into floats differently under XLA; this makes
+    the noise the same with and without `jit_compile` (and on CPU and GPU) up to float32 rounding of log and cos."""
+    import tensorflow as tf
+
+    bits = tf.random.stateless_uniform([2, *shape], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    u = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0 ** -24)
+    return tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos((2 * np.pi) * u[1])
+
+
+def unit_noise(seeds, samples: int, shape) -> np.ndarray:
+    """The standard normal draws behind a noise tunnel, (n, samples, *shape): what `Recipe.samples` adds, before
+    scaling by sigma (max x - min x). For checks against peers fed the same noise."""
+    import tensorflow as tf
+
+    return tf.map_fn(lambda s: standard_normal([samples, *shape], s), tf.constant(seeds),
+                     fn_output_signature=tf.float32).numpy()
+
+
 class GradientEngine:
     """Batched gradients of one model. Get it with `engine_for(model)`."""
 
@@ -105,33 +169,102 @@ class GradientEngine:
         self._signature = (tf.TensorSpec([None, *model.input_shape[1:]], tf.float32),
                            tf.TensorSpec([None], tf.int32))
 
-    def _function(self, output: str, guided: bool) -> Callable:
-        if output not in OUTPUTS:
-            raise SanityError(f"output must be one of {', '.join(OUTPUTS)}, got '{output}'")
-        key = ("grad", output, guided, JIT_COMPILE)
+    def _maps_function(self, recipe: Recipe, sample_block: int, step_block: int) -> Callable:
+        key = ("maps", recipe, sample_block, step_block, JIT_COMPILE)
         if key not in self._functions:
             import tensorflow as tf
 
-            model = self.model
+            model, shape = self.model, list(self.model.input_shape[1:])
+            samples, steps = max(recipe.samples, 1), len(recipe.alphas)
+            alphas = tf.constant(recipe.alphas, tf.float32)
+            weights = tf.constant(recipe.weights, tf.float32)
+            ones = [1] * len(shape)
 
-            @tf.function(input_signature=self._signature, jit_compile=JIT_COMPILE)
-            def grad_fn(x, targets):
-                with guided_relus(model) if guided else contextlib.nullcontext():
-                    with tf.GradientTape() as tape:
-                        tape.watch(x)
-                        score = _select(model(x, training=False), targets, output)
-                    return tape.gradient(score, x)
+            def gradients(z, targets):
+                with tf.GradientTape() as tape:
+                    tape.watch(z)
+                    score = _select(model(z, training=False), targets, recipe.output)
+                return tape.gradient(score, z)
 
-            self._functions[key] = grad_fn
+            def sample_maps(x, targets, noise, baseline, start, count):
+                """E over `count` samples from `start`: (B, count, *shape), and its sum and sum of squares."""
+                xs = x[:, None] if noise is None else x[:, None] + tf.slice(
+                    noise, tf.stack([0, start] + [0] * len(shape)), [-1, count] + [-1] * len(shape))
+                per_input = tf.repeat(targets, count)
+                if not recipe.path:
+                    g = tf.reshape(gradients(tf.reshape(xs, [-1, *shape]), per_input), tf.shape(xs))
+                    return xs * g if recipe.times_input else g
+                delta = xs - baseline
+
+                def step_sum(first, n):
+                    a = tf.reshape(tf.slice(alphas, [first], [n]), [1, 1, n, *ones])
+                    w = tf.reshape(tf.slice(weights, [first], [n]), [1, 1, n, *ones])
+                    z = baseline + a * delta[:, :, None]
+                    g = tf.reshape(gradients(tf.reshape(z, [-1, *shape]), tf.repeat(per_input, n)), tf.shape(z))
+                    return (tf.reduce_sum(w * g, axis=2),)
+
+                return delta * _fold(steps, step_block, step_sum, [tf.zeros_like(delta)])[0]
+
+            @tf.function(input_signature=(*self._signature, tf.TensorSpec([None, 2], tf.int32),
+                                          tf.TensorSpec([1, *shape], tf.float32), tf.TensorSpec([], tf.float32)),
+                         jit_compile=JIT_COMPILE)
+            def maps_fn(x, targets, seeds, baseline, sigma):
+                with guided_relus(model) if recipe.guided else contextlib.nullcontext():
+                    noise = None
+                    if recipe.samples:
+                        axes = list(range(1, len(shape) + 1))
+                        span = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
+                        unit = tf.map_fn(lambda s: standard_normal([samples, *shape], s), seeds,
+                                         fn_output_signature=tf.float32)
+                        noise = unit * tf.reshape(sigma * span, [-1, 1, *ones])
+
+                    def sample_sums(first, n):
+                        e = sample_maps(x, targets, noise, baseline, first, n)
+                        total = tf.reduce_sum(e, axis=1)
+                        if not recipe.variance:
+                            return (total,)
+                        # the block's squared deviations from its own mean: no float32 cancellation
+                        return total, tf.reduce_sum(tf.square(e - total[:, None] / n), axis=1)
+
+                    def merge(sums, values, before, n):
+                        """Chan et al.: M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / (n_a + n_b)."""
+                        if not recipe.variance:
+                            return values
+                        before = tf.cast(before, tf.float32)
+                        gap = values[0] / n - sums[0] / tf.maximum(before, 1.0)
+                        return values[0], values[1] + tf.square(gap) * (before * n / (before + n))
+
+                    zero = tf.zeros_like(x)
+                    sums = _fold(samples, sample_block, sample_sums, [zero, zero] if recipe.variance else [zero],
+                                 merge)
+                    return tuple(total / samples for total in sums)
+
+            self._functions[key] = maps_fn
         return self._functions[key]
+
+    def maps(self, x: np.ndarray, targets: np.ndarray, recipe: Recipe, *, seed=0,
+             batch_size: int = 256) -> tuple[np.ndarray, ...]:
+        """The recipe's map (and its variance over the noise with `variance`) for every row of x: chunks of images
+        through one traced function, one transfer out per chunk."""
+        import tensorflow as tf
+
+        images_per_chunk, sample_block, step_block = recipe.blocks(batch_size)
+        fn = self._maps_function(recipe, sample_block, step_block)
+        x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
+        seeds = image_seeds(seed, len(x)) if recipe.samples else np.zeros((len(x), 2), np.int32)
+        try:
+            baseline = np.broadcast_to(np.asarray(recipe.baseline, np.float32), (1, *x.shape[1:]))
+        except (TypeError, ValueError):
+            raise SanityError(f"baseline must be a number or one per channel, got {recipe.baseline!r}") from None
+        baseline, sigma = tf.constant(baseline), tf.constant(recipe.sigma, tf.float32)
+        return _chunked(lambda xs, ts, ss: tuple(out.numpy() for out in fn(tf.constant(xs), tf.constant(ts),
+                                                                          tf.constant(ss), baseline, sigma)),
+                        images_per_chunk, x, targets, seeds)
 
     def gradients(self, x: np.ndarray, targets: np.ndarray, *, output: str = "logit", guided: bool = False,
                   batch_size: int = 256) -> np.ndarray:
         """d f_c / d x for every row of x, in chunks of `batch_size` through one traced function."""
-        import tensorflow as tf
-
-        fn = self._function(output, guided)
-        return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+        return self.maps(x, targets, Recipe(output=output, guided=guided), batch_size=batch_size)[0]
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         import tensorflow as tf
@@ -142,7 +275,7 @@ class GradientEngine:
             self._functions[key] = tf.function(lambda xs: model(xs, training=False),
                                                input_signature=self._signature[:1], jit_compile=JIT_COMPILE)
         fn = self._functions[key]
-        return _chunked(lambda xs, _: fn(tf.constant(xs)).numpy(), x, np.zeros(len(x), np.int32), batch_size)
+        return _chunked(lambda xs: (fn(tf.constant(xs)).numpy(),), batch_size, np.asarray(x, np.float32))[0]
 
     def conv_layer_names(self) -> list[str]:
         return conv_layer_names(self.model)
@@ -175,7 +308,8 @@ class GradientEngine:
             self._cam_models[layer] = cam_model
             self._functions[key] = cam_fn
         fn = self._functions[key]
-        return _chunked(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts)).numpy(), x, targets, batch_size)
+        return _chunked(lambda xs, ts: (fn(tf.constant(xs), tf.constant(ts)).numpy(),), batch_size,
+                        np.asarray(x, np.float32), np.asarray(targets, np.int32))[0]
 
 
 def conv_layer_names(model) -> list[str]:
@@ -222,13 +356,46 @@ def _activations_and_outputs(model, layer: str):
     return call
 
 
-def _chunked(call, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
-    if batch_size < 1:
-        raise SanityError(f"batch_size must be >= 1, got {batch_size}")
-    x = np.asarray(x, dtype=np.float32)
-    targets = np.asarray(targets, dtype=np.int32)
-    parts = [call(x[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+def _chunked(call, chunk: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """call(*rows) on `chunk` rows of every array at a time; its outputs concatenated (float32)."""
+    if chunk < 1:
+        raise SanityError(f"batch_size must be >= 1, got {chunk}")
+    parts = [call(*(a[i:i + chunk] for a in arrays)) for i in range(0, len(arrays[0]), chunk)]
+    return tuple(np.concatenate(outs, axis=0).astype(np.float32, copy=False) for outs in zip(*parts))
+
+
+def _fold(total: int, size: int, block: Callable, init: list, merge: Callable | None = None):
+    """sum over start = 0, size, 2 size, ... < total of block(start, n) (n = size, the last n = the rest): a tuple
+    of tensors; `merge(sums so far, block values, start, n)` may adjust a block's values first. Full blocks run in a tf.while_loop with Kahan-compensated float32 sums (the error does not grow
+    with the number of blocks), so one traced graph serves any number of samples or path points; a shorter last
+    block is one more static call."""
+    import tensorflow as tf
+
+    full, rest = divmod(total, size)
+    if full == 1 and not rest:
+        return block(0, size)
+    sums, carries = list(init), [tf.zeros_like(v) for v in init]
+
+    def add(sums, carries, start, n):
+        values = block(start, n)
+        if merge is not None:
+            values = merge(sums, values, start, n)
+        out_sums, out_carries = [], []
+        for total_, carry, value in zip(sums, carries, values):
+            y = value - carry
+            t = total_ + y
+            out_carries.append((t - total_) - y)
+            out_sums.append(t)
+        return out_sums, out_carries
+
+    if full:
+        def body(i, sums, carries):
+            return (i + 1, *add(sums, carries, i * size, size))
+
+        _, sums, carries = tf.while_loop(lambda i, *_: i < full, body, (tf.constant(0), sums, carries))
+    if rest:
+        sums, carries = add(sums, carries, full * size, rest)
+    return tuple(sums)
 
 
 def engine_for(model: keras.Model) -> GradientEngine:
@@ -239,33 +406,3 @@ def engine_for(model: keras.Model) -> GradientEngine:
         engine = GradientEngine(model)
         object.__setattr__(model, "_sanity_engine", engine)
     return engine
-
-
-def accumulate_over_points(grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                           make_points: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                           n_images: int, n_points: int, batch_size: int,
-                           weights: np.ndarray | None = None, second_moment: bool = False):
-    """sum_p w_p g(image i, point p) (and sum_p w_p g^2 when second_moment) for every image i.
-
-    The n_images x n_points (image, point) pairs are enumerated image-major and sent through
-    `grad_fn(inputs, image_indices)` in chunks of `batch_size`, so memory stays bounded for any
-    number of points and the result does not depend on batch_size (beyond float64 rounding, ~1e-16).
-    """
-    weights = np.full(n_points, 1.0 / n_points) if weights is None else np.asarray(weights, np.float64)
-    total = n_images * n_points
-    first = second = None
-    for start in range(0, total, batch_size):
-        pair = np.arange(start, min(total, start + batch_size))
-        images, points = pair // n_points, pair % n_points
-        grads = grad_fn(make_points(images, points), images).astype(np.float64)
-        if first is None:
-            first = np.zeros((n_images,) + grads.shape[1:])
-            second = np.zeros_like(first) if second_moment else None
-        weighted = weights[points].reshape((-1,) + (1,) * (grads.ndim - 1)) * grads
-        # pairs are image-major, so each image is one run of rows: a grouped sum per run (np.add.at is unbuffered
-        # and several times slower)
-        starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
-        first[images[starts]] += np.add.reduceat(weighted, starts, axis=0)
-        if second_moment:
-            second[images[starts]] += np.add.reduceat(weighted * grads, starts, axis=0)
-    return first, second

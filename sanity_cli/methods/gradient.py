@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from .engine import engine_for
-from .registry import register
+from .engine import Recipe
+from .registry import register_recipe
 
 
-@register("gradient", gradient_based=True)
-def gradient(model, images, targets, *, output: str = "logit", batch_size: int = 256, seed=0) -> np.ndarray:
+@register_recipe("gradient")
+def gradient(output: str = "logit") -> Recipe:
     """E(x) = d f_c(x) / d x."""
-    return engine_for(model).gradients(images, targets, output=output, batch_size=batch_size)
+    return Recipe(output=output)
 
 
-@register("gradient_x_input", gradient_based=True)
-def gradient_x_input(model, images, targets, *, output: str = "logit", batch_size: int = 256, seed=0) -> np.ndarray:
+@register_recipe("gradient_x_input")
+def gradient_x_input(output: str = "logit") -> Recipe:
     """E(x) = x ⊙ d f_c(x) / d x."""
-    return images * gradient(model, images, targets, output=output, batch_size=batch_size)
+    return Recipe(output=output, times_input=True)

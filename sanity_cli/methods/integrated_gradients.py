@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SanityError
-from .engine import accumulate_over_points, engine_for
-from .registry import register
+from .engine import Recipe
+from .registry import register_recipe
 
 RULES = ("midpoint", "trapezoid", "left", "pair")
 
@@ -37,35 +37,29 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
     raise SanityError(f"integrated_gradients: rule must be one of {', '.join(RULES)}, got '{rule}'")
 
 
-def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
+def baseline_value(baseline) -> float | tuple[float, ...]:
     """'zeros', a constant number, or one number per channel (methods.explain turns 'black' into the model's
     black-pixel value, per channel for per-channel input ranges)."""
     if isinstance(baseline, str) and baseline == "zeros" or baseline is None:
-        return np.zeros_like(images[:1])
+        return 0.0
     try:
-        return np.ascontiguousarray(np.broadcast_to(np.asarray(baseline, np.float32), images[:1].shape))
+        value = np.asarray(baseline, np.float32)
     except (TypeError, ValueError):
+        value = None
+    if value is None or value.ndim > 1 or value.dtype.kind != "f":
         raise SanityError(f"integrated_gradients: baseline must be 'zeros', 'black' (with the model's input range) "
-                          f"or a number, got '{baseline}'") from None
+                          f"or a number, got '{baseline}'")
+    return float(value) if value.ndim == 0 else tuple(value.tolist())
 
 
-@register("integrated_gradients", gradient_based=True)
-def integrated_gradients(model, images, targets, *, steps: int = 50, baseline="zeros", rule: str = "midpoint",
-                         output: str = "logit", batch_size: int = 256, seed=0) -> np.ndarray:
+def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
+    """The baseline image x' (1, H, W, C) for `images`."""
+    return np.broadcast_to(np.asarray(baseline_value(baseline), np.float32), images[:1].shape).copy()
+
+
+@register_recipe("integrated_gradients")
+def integrated_gradients(steps: int = 50, baseline="zeros", rule: str = "midpoint", output: str = "logit") -> Recipe:
     """IG(x) = (x - x') ⊙ sum_k w_k d f_c(x' + a_k (x - x')) / d x, all (image, step) points batched."""
-    images = np.asarray(images, np.float32)
-    targets = np.asarray(targets)
     alphas, weights = path_points(steps, rule)
-    base = make_baseline(images, baseline)
-    delta = images - base
-    engine = engine_for(model)
-
-    def make_points(image_idx, point_idx):
-        a = alphas[point_idx].reshape((-1,) + (1,) * (images.ndim - 1)).astype(np.float32)
-        return base + a * delta[image_idx]
-
-    def grad_fn(points, image_idx):
-        return engine.gradients(points, targets[image_idx], output=output, batch_size=batch_size)
-
-    mean_grad, _ = accumulate_over_points(grad_fn, make_points, len(images), len(alphas), batch_size, weights)
-    return (delta * mean_grad).astype(np.float32)
+    return Recipe(output=output, path=True, alphas=tuple(alphas.tolist()), weights=tuple(weights.tolist()),
+                  baseline=baseline_value(baseline))

@@ -16,15 +16,19 @@ from ..errors import SanityError
 class MethodSpec:
     kind: str
     fn: Callable
-    gradient_based: bool = False    # may serve as the base of smoothgrad / vargrad
+    recipe: Callable | None = None  # gradient-based: params -> engine.Recipe (may serve as a noise tunnel's base)
     needs_model: bool = True        # False for the model-free controls
     needs_conv_layer: bool = False  # GradCAM family
     reseed_per_stage: bool = False  # random control: fresh noise at every stage
     uses_guided_relu: bool = False  # Guided Backprop family: meaningful only if the guided ReLU swap engages
 
+    @property
+    def gradient_based(self) -> bool:
+        return self.recipe is not None
+
     def parameters(self) -> list[str]:
         skip = {"model", "images", "targets", "batch_size", "seed"}
-        return [p for p in inspect.signature(self.fn).parameters if p not in skip]
+        return [p for p in inspect.signature(self.recipe or self.fn).parameters if p not in skip]
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -34,6 +38,22 @@ def register(kind: str, **flags) -> Callable:
     def decorate(fn: Callable) -> Callable:
         REGISTRY[kind] = MethodSpec(kind, fn, **flags)
         return fn
+
+    return decorate
+
+
+def register_recipe(kind: str, **flags) -> Callable:
+    """Register a gradient-based method by its recipe, `recipe(**params) -> engine.Recipe`: the method runs it
+    through the model's engine (all passes and sums on the device)."""
+    def decorate(recipe: Callable) -> Callable:
+        def run(model, images, targets, *, batch_size: int = 256, seed=0, **params):
+            from .engine import engine_for
+
+            return engine_for(model).maps(images, targets, recipe(**params), seed=seed, batch_size=batch_size)[0]
+
+        run.__doc__ = recipe.__doc__
+        REGISTRY[kind] = MethodSpec(kind, run, recipe=recipe, **flags)
+        return recipe
 
     return decorate
 

@@ -74,20 +74,25 @@ def pair_call_model_function(model, compiled: bool):
 def pair_smoothgrad(images, targets, cmf, samples: int, same_noise_seed=None) -> np.ndarray:
     """PAIR GradientSaliency.GetSmoothedMask per image (its only mode: one batch-1 call per sample), plain mean
     (magnitude=False, i.e. SmoothGrad of the gradient as in the paper). With same_noise_seed, numpy.random.normal
-    is fed from sanity's per-image noise stream so both see identical noisy inputs."""
+    is fed sanity's per-image noise (engine.unit_noise) so both see the same noisy inputs."""
     import saliency.core as saliency
 
     method = saliency.GradientSaliency()
+    unit = None
+    if same_noise_seed is not None:
+        from sanity_cli.methods.engine import image_seeds, unit_noise
+
+        unit = unit_noise(image_seeds(same_noise_seed, len(images)), samples, images.shape[1:])
     out = []
     for i, (x, t) in enumerate(zip(images, targets)):
         kwargs = dict(stdev_spread=SIGMA, nsamples=samples, magnitude=False)
-        if same_noise_seed is None:
+        if unit is None:
             out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
             continue
-        stream = np.random.default_rng(list(np.atleast_1d(same_noise_seed).astype(int)) + [i])
+        draws = iter(unit[i])
 
-        def normal(loc=0.0, scale=1.0, size=None, _stream=stream):  # sanity's noise, rounded as sanity rounds it
-            return (loc + scale * _stream.standard_normal(size)).astype(np.float32)
+        def normal(loc=0.0, scale=1.0, size=None, _draws=draws):  # sanity's noise for this image, in sample order
+            return (loc + np.float32(scale) * next(_draws)).astype(np.float32)
 
         with mock.patch("numpy.random.normal", normal):
             out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
