@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,7 @@ class Comparison:
         self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.stage_labels: list[str] = []
         self.max_difference: dict[str, float] = {}  # input invariance: largest relative map change per method
+        self._pending: list[tuple[Stage, int, Future]] = []  # stages being compared on the unit store's worker
 
     def set_reference(self, stage: "Stage", explain) -> None:
         """The reference maps (stage 0), explained now or loaded from a finished unit."""
@@ -297,16 +299,33 @@ class Comparison:
         self.add(stage, 0, lambda: self.reference)
 
     def add(self, stage: "Stage", repeat: int, explain) -> None:
-        """Compare the stage's maps (explain() is called only when the unit is not finished yet)."""
+        """Compare the stage's maps (explain() is called only when the unit is not finished yet). The comparison
+        and the unit's file are made on the unit store's worker thread while the caller goes on to the next
+        stage; `finish` records every stage, in order."""
         name = stage_unit(stage.index, repeat)
         unit = self.units.load(name)
         if unit is None:
             explained = explain()
-            unit = compare_stage(self.reference, explained, self.metric_params, self.cfg.grid_images)
-            self.units.save(name, unit)
-            if self.keep_maps and repeat == 0:
-                for method, maps in explained.items():
-                    self.all_maps[method].append(metrics.normalize_absolute(np.where(np.isfinite(maps), maps, 0.0)))
+            job = self.units.finish_later(name, lambda: self._compare(explained, repeat))
+        else:
+            job = Future()
+            job.set_result(unit)
+        self._pending.append((stage, repeat, job))
+
+    def _compare(self, explained: dict[str, np.ndarray], repeat: int) -> dict[str, np.ndarray]:
+        if self.keep_maps and repeat == 0:
+            for method, maps in explained.items():
+                self.all_maps[method].append(metrics.normalize_absolute(np.where(np.isfinite(maps), maps, 0.0)))
+        return compare_stage(self.reference, explained, self.metric_params, self.cfg.grid_images)
+
+    def finish(self) -> "Comparison":
+        """Wait for the stages compared in the background and record their rows, checks and grids in order."""
+        pending, self._pending = self._pending, []
+        for stage, repeat, job in pending:
+            self._record(stage, repeat, job.result())
+        return self
+
+    def _record(self, stage: "Stage", repeat: int, unit: dict[str, np.ndarray]) -> None:
         for method in self.names:
             self.checks.record_nonfinite(method, int(unit[f"nonfinite/{method}"].sum()))
             for metric in self.metric_params:
@@ -378,7 +397,7 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
                                                                   stage.index, repeat))
     finally:
         randomize.restore(model, trained_weights)
-    return comparison
+    return comparison.finish()
 
 
 def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_ids, units: UnitStore,
@@ -393,7 +412,7 @@ def run_data_randomization(cfg, trained, permuted, runs, images, targets, image_
     explained = stage_targets(cfg, targets, permuted_logits)
     comparison.add(Stage(1, "permuted_labels"), 0,
                    lambda: explain_all(permuted.model, runs, images, explained, cfg, stage=1, repeat=0))
-    return comparison
+    return comparison.finish()
 
 
 def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: UnitStore,
@@ -415,7 +434,7 @@ def run_input_invariance(cfg, trained, runs, images, targets, image_ids, units: 
     comparison.add(Stage(1, f"shifted {shift:+g}"), 0,
                    lambda: explain_all(shifted, runs, images + np.float32(shift), targets, cfg, stage=1, repeat=0,
                                        input_range=(low + shift, high + shift)))
-    return comparison
+    return comparison.finish()
 
 
 def other_classes(targets: np.ndarray, classes: int, seed: int) -> np.ndarray:
@@ -435,7 +454,7 @@ def run_random_logit(cfg, trained, runs, images, targets, image_ids, units: Unit
                              lambda: explain_all(trained.model, runs, images, targets, cfg, stage=0, repeat=0))
     comparison.add(Stage(1, "random other class"), 0,
                    lambda: explain_all(trained.model, runs, images, others, cfg, stage=1, repeat=0))
-    return comparison
+    return comparison.finish()
 
 
 def guided_methods(runs) -> set[str]:
@@ -581,6 +600,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
 
         run_page(run_dir)  # report.html, built from the files just written
     finally:
+        units.wait()  # units still being compared and saved on the worker thread (a failed run resumes from them)
         if owned:
             directory.release()
     print(f"\n{report.verdict_heading(cfg.verdict, cfg.test.name, cfg.test.get('tolerance'))}:")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class UnitStore:
         self.dir = self.run_dir.units
         self.fingerprint = fingerprint
         self.log = log
+        self._worker: ThreadPoolExecutor | None = None
+        self._jobs: list[Future] = []
 
     def open(self) -> int:
         """Claim and lock the run directory (RunDir.claim; nothing new if the caller already claimed it). Returns
@@ -69,7 +72,27 @@ class UnitStore:
             return None
 
     def release(self) -> None:
+        self.wait()
         self.run_dir.release()
+
+    def finish_later(self, name: str, compute) -> Future:
+        """compute() -> the unit's arrays, then save them: on one worker thread, in submission order, while the
+        caller goes on (a stage's metrics and its unit file overlap the next stage's gradient passes)."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sanity-units")
+
+        def job():
+            arrays = compute()
+            self.save(name, arrays)
+            return arrays
+
+        self._jobs.append(self._worker.submit(job))
+        return self._jobs[-1]
+
+    def wait(self) -> None:
+        """Block until every unit handed to finish_later is saved (or failed); their errors are the callers'."""
+        wait(self._jobs)
+        self._jobs.clear()
 
     def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic_path(self.dir / f"{name}.npz") as tmp:
