@@ -125,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg.test.get("repeats", 1), "test.repeats")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise SanityError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if cfg.get("precision", "float32") not in methods.engine.PRECISIONS:
+        raise SanityError(f"precision must be one of {', '.join(methods.engine.PRECISIONS)}, got "
+                          f"{cfg.get('precision')!r}")
     if cfg.target not in TARGETS:
         raise SanityError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
     if cfg.verdict.get("rule") not in VERDICT_RULES:

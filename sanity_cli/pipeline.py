@@ -543,6 +543,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
     units = UnitStore(directory, config_fingerprint(cfg), log=log)
     resumed_units = units.open()
     methods.engine.set_jit_compile(cfg.get("jit_compile", False))
+    methods.engine.set_precision(cfg.get("precision", "float32"))
     try:
         log(f"device: {device_summary()}")
         with timer.phase("data"):

@@ -48,6 +48,7 @@ class SanityConfig:
     n_images: int = MISSING
     batch_size: int = MISSING
     jit_compile: bool = False
+    precision: str = "float32"
     target: str = MISSING
     labels: Any = MISSING        # true / permuted (YAML reads `true` as a boolean)
     resume: bool = MISSING

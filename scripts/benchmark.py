@@ -19,7 +19,8 @@ Workloads: (a) SmoothGrad of Gradient, (b) Integrated Gradients, each on Incepti
 MNIST CNN; (c) a full cascading run of the MNIST CNN with gradient + SmoothGrad over all stages; (d) similarity
 metrics for many map pairs (vectorised vs a per-pair scipy / scikit-image loop); (e) a whole `sanity run` in its
 own process (model cached) against the limit's passes plus its start-up, with the manifest's phases; (m) peak
-memory when the number of samples / steps doubles; (x) the methods with XLA (`jit_compile`) on and off.
+memory when the number of samples / steps doubles; (x) the methods with XLA (`jit_compile`) on and off;
+(p) the methods at float32 and in mixed precision (`precision`), with the maps' error against float32.
 
 Before anything is timed, ours and the peers are checked to compute the same maps (PAIR SmoothGrad fed the same
 noise, PAIR IG through an exact identity with our trapezoid IG, Quantus' per-layer Spearman scores recomputed
@@ -39,7 +40,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench package next to this script
 
-from bench import cascading, gradients, memory, metrics, whole_run, xla  # noqa: E402
+from bench import cascading, gradients, memory, metrics, precision, whole_run, xla  # noqa: E402
 from bench.context import SIZES, Context  # noqa: E402
 from bench.measure import CheckFailed  # noqa: E402
 from bench.peers import version  # noqa: E402
@@ -53,9 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller images and counts (a few minutes on 2 cores)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, same code paths
     parser.add_argument("--out", required=True, type=Path, help="directory for benchmark.csv and benchmark.md")
-    parser.add_argument("--only", default="a,b,c,d,e,m,x",
+    parser.add_argument("--only", default="a,b,c,d,e,m,x,p",
                         help="comma list of workloads: a (SmoothGrad), b (IG), c (cascading), d (metrics), "
-                             "e (whole `sanity run`), m (memory), x (XLA on/off); with 'mnist' or 'inception' to "
+                             "e (whole `sanity run`), m (memory), x (XLA on/off), p (mixed precision); with 'mnist' or 'inception' to "
                              "restrict a/b")
     parser.add_argument("--no-peers", action="store_true", help="skip saliency and quantus even if installed")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per system (median reported)")
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
             whole_run.run(ctx)
         if "x" in only:
             xla.run(ctx)
+        if "p" in only:
+            precision.run(ctx)
         if "m" in only:
             memory.run(ctx)
     except CheckFailed as err:

@@ -29,6 +29,7 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "verdict.rule=majority"], ["verdict.rule must be one of baseline, threshold"]),
     (["run", "test.init=zeros"], ["test.init must be one of", "permutation"]),
     (["run", "target=somewhere"], ["target must be one of", "predicted_per_stage"]),
+    (["run", "precision=float8"], ["precision must be one of", "mixed_bfloat16"]),
     # issue 16: every spelling of a finished run's directory, user config folders, photos, paths
     (["run", 'hydra.run.dir="results/earlier run"'], ["already holds a finished run"]),
     (["run", "hydra.run.dir='results/sub/../earlier run'"], ["already holds a finished run"]),

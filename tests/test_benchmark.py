@@ -151,7 +151,7 @@ def test_tiny_end_to_end_mnist(tmp_path):
     """The script itself, MNIST workloads only (peers included when installed), at the hidden --tiny size."""
     out = tmp_path / "bench"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--tiny", "--only",
-                             "a,b,c,d,m,mnist", "--out", str(out)], capture_output=True, text=True, timeout=300)
+                             "a,b,c,d,m,p,mnist", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "benchmark.csv") as handle:
         written = list(csv.DictReader(handle))
@@ -163,3 +163,5 @@ def test_tiny_end_to_end_mnist(tmp_path):
     peers = [row for row in written if "saliency" in row["system"] or "quantus" in row["system"]]
     assert peers and all(row["status"] in ("ok", "not installed") for row in peers)
     assert "## Targets" in (out / "benchmark.md").read_text()
+    half = [row for row in written if row["workload"].startswith("p_precision") and "mixed" in row["system"]]
+    assert len(half) == 2 and all("largest map error" in row["note"] for row in half)

@@ -729,3 +729,31 @@ def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
             if other_kind == kind:
                 assert np.max(np.abs(other - reference) / scale) <= 1e-5, (kind, jit, batch)
     assert {key[-1] for key in engine.engine_for(model)._functions if key[0] == "maps"} == {False, True}
+
+
+def test_mixed_precision_computes_in_half_precision_and_follows_the_weights(smooth_net, monkeypatch):
+    """precision=mixed_bfloat16 / mixed_float16: the passes run through a clone computing in 16 bits (its maps
+    differ from float32's by more than float32 rounding, and stay close), and the clone takes the model's current
+    weights at every call: negating the logits layer's kernel negates the gradient exactly."""
+    from sanity_cli.methods import engine
+
+    model, images, targets = smooth_net
+    reference = explain(model, images, targets, "gradient")
+    scale = np.abs(reference).reshape(len(images), -1).max(1).reshape(-1, 1, 1, 1)
+    kernel = model.layers[-1].kernel
+    for precision in ("mixed_bfloat16", "mixed_float16"):
+        monkeypatch.setattr(engine, "PRECISION", precision)
+        half = explain(model, images, targets, "gradient")
+        error = np.max(np.abs(half - reference) / scale)
+        assert 1e-4 < error < 0.1, (precision, error)
+        kernel.assign(-kernel)
+        try:
+            np.testing.assert_allclose(explain(model, images, targets, "gradient"), -half, rtol=1e-6, atol=1e-7)
+        finally:
+            kernel.assign(-kernel)
+        sg = explain(model, images, targets, "smoothgrad", {"samples": 4})
+        assert np.isfinite(sg).all() and sg.dtype == np.float32
+    monkeypatch.setattr(engine, "PRECISION", "float32")
+    np.testing.assert_array_equal(explain(model, images, targets, "gradient"), reference)
+    with pytest.raises(SanityError, match="precision must be one of"):
+        engine.set_precision("float8")

@@ -34,6 +34,21 @@ def set_jit_compile(enabled: bool) -> None:
     JIT_COMPILE = bool(enabled)
 
 
+# The precision of the gradient-based methods' passes (config `precision`). Under a mixed policy the maps are
+# computed by a clone of the model whose layers compute in float16 / bfloat16 (weights stay float32, synced from
+# the model before every call); Grad-CAM and the logits checks stay float32. The benchmark's workload (p)
+# reports the maps' error against float32.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISION = "float32"
+
+
+def set_precision(precision: str) -> None:
+    global PRECISION
+    if precision not in PRECISIONS:
+        raise SanityError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    PRECISION = precision
+
+
 @functools.cache
 def guided_relu():
     """ReLU whose backward pass keeps only positive gradients where the forward input was positive."""
@@ -88,6 +103,7 @@ def guided_relus(model: keras.Model):
 def _select(outputs, targets, output: str):
     import tensorflow as tf
 
+    outputs = tf.cast(outputs, tf.float32)  # a mixed-precision model's float16 logits
     if output == "probability":
         outputs = tf.nn.softmax(outputs, axis=-1)
     return tf.gather(outputs, targets, axis=1, batch_dims=1)
@@ -165,16 +181,44 @@ class GradientEngine:
         self.model = model
         self._functions: dict[tuple, Callable] = {}
         self._cam_models: dict[str, keras.Model] = {}
+        self._mixed: dict[str, tuple] = {}  # precision -> (clone computing in it, traced weight sync)
         # One signature for any batch size: each function is traced once per model.
         self._signature = (tf.TensorSpec([None, *model.input_shape[1:]], tf.float32),
                            tf.TensorSpec([None], tf.int32))
 
+    def _computing_model(self) -> keras.Model:
+        """The model the passes run through at PRECISION: the model itself at float32, else its mixed-precision
+        clone with the model's current weights (copied variable to variable in one traced call)."""
+        if PRECISION == "float32":
+            return self.model
+        if PRECISION not in self._mixed:
+            import keras
+            import tensorflow as tf
+
+            def relayer(layer):
+                return layer.__class__.from_config({**layer.get_config(), "dtype": PRECISION})
+
+            try:
+                clone = keras.models.clone_model(self.model, clone_function=relayer)
+                pairs = list(zip(clone.weights, self.model.weights, strict=True))
+                if any(a.shape != b.shape for a, b in pairs):
+                    raise ValueError("weights differ")
+            except Exception as err:
+                raise SanityError(f"precision={PRECISION}: {self.model.name} cannot be rebuilt with a mixed-precision "
+                                  f"policy ({type(err).__name__}); use precision=float32") from None
+            sync = tf.function(lambda: [a.assign(b) for a, b in pairs])
+            self._mixed[PRECISION] = (clone, sync)
+        clone, sync = self._mixed[PRECISION]
+        sync()
+        return clone
+
     def _maps_function(self, recipe: Recipe, sample_block: int, step_block: int) -> Callable:
-        key = ("maps", recipe, sample_block, step_block, JIT_COMPILE)
+        key = ("maps", recipe, sample_block, step_block, JIT_COMPILE, PRECISION)
         if key not in self._functions:
             import tensorflow as tf
 
-            model, shape = self.model, list(self.model.input_shape[1:])
+            model = self.model if PRECISION == "float32" else self._mixed[PRECISION][0]
+            shape = list(self.model.input_shape[1:])
             samples, steps = max(recipe.samples, 1), len(recipe.alphas)
             alphas = tf.constant(recipe.alphas, tf.float32)
             weights = tf.constant(recipe.weights, tf.float32)
@@ -249,6 +293,7 @@ class GradientEngine:
         import tensorflow as tf
 
         images_per_chunk, sample_block, step_block = recipe.blocks(batch_size)
+        self._computing_model()
         fn = self._maps_function(recipe, sample_block, step_block)
         x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
         seeds = image_seeds(seed, len(x)) if recipe.samples else np.zeros((len(x), 2), np.int32)
