@@ -143,30 +143,29 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
 
 def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int,
                 input_range=None) -> dict[str, np.ndarray]:
-    """Every method's maps; `input_range` (default the architecture's) is what `baseline: black` means. A test
-    with smoothing (sMPRT) explains the noisy copies of SMOOTHING_CHUNK images at a time in one batched call per
-    method and averages them: memory stays bounded, and a fixed chunk keeps the maps of noise methods (whose own
-    noise is seeded by the image's place in the call) independent of batch_size."""
+    """Every method's maps, the gradient-based ones sharing each chunk's model calls (methods.explain_many);
+    `input_range` (default the architecture's) is what `baseline: black` means. A test with smoothing (sMPRT)
+    explains the noisy copies of SMOOTHING_CHUNK images at a time in one batched call and averages them: memory
+    stays bounded, and a fixed chunk keeps the maps of noise methods (whose own noise is seeded by the image's
+    place in the call) independent of batch_size."""
     input_range = input_range or architectures.for_config(cfg.model).input_range
     copies = int(cfg.test.samples) if sanity_tests.get(cfg.test.name).smoothing else 1
-    maps = {}
-    for run in tqdm(runs, desc="  methods", leave=False, disable=None):
-        spec = methods.get(run.kind)
-        seed = [cfg.seed, stage, repeat] if spec.reseed_per_stage else cfg.seed
+    requests = [(run.name, run.kind, run.params,
+                 [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed) for run in runs]
+    smoothed = [r for r in requests if copies > 1 and methods.get(r[1]).needs_model]  # controls are not smoothed
 
-        def explain(x, t):
-            return methods.explain(model, x, t, run.kind, run.params, batch_size=cfg.batch_size, seed=seed,
-                                   name=run.name, input_range=input_range)
+    def explain(x, t, chosen):
+        return methods.explain_many(model, x, t, chosen, batch_size=cfg.batch_size, input_range=input_range)
 
-        if copies == 1 or not spec.needs_model:  # model-free controls are not smoothed
-            maps[run.name] = explain(images, targets)
-            continue
-        step = SMOOTHING_CHUNK
-        maps[run.name] = np.concatenate([
-            explain(noisy_copies(images[i:i + step], copies, float(cfg.test.noise_magnitude), cfg.seed, first=i),
-                    np.tile(targets[i:i + step], copies)).reshape((copies, -1, *images.shape[1:])).mean(axis=0)
-            for i in range(0, len(images), step)])
-    return maps
+    maps = explain(images, targets, [r for r in requests if r not in smoothed]) if len(smoothed) < len(requests) \
+        else {}
+    chunks = [explain(noisy_copies(images[i:i + SMOOTHING_CHUNK], copies, float(cfg.test.noise_magnitude), cfg.seed,
+                                   first=i), np.tile(targets[i:i + SMOOTHING_CHUNK], copies), smoothed)
+              for i in range(0, len(images), SMOOTHING_CHUNK)] if smoothed else []
+    for name, *_ in smoothed:
+        maps[name] = np.concatenate([chunk[name].reshape((copies, -1, *images.shape[1:])).mean(axis=0)
+                                     for chunk in chunks])
+    return {name: maps[name] for name, *_ in requests}
 
 
 SMOOTHING_CHUNK = 4  # images whose noisy copies go through one explain call (sMPRT)

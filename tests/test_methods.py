@@ -681,7 +681,7 @@ def test_functions_trace_once_per_model_across_batches_and_weight_changes():
 def _traced(engine, recipe, batch_size=256):
     """The engine's traced function for `recipe` (created by the calls above, or now)."""
     count = len(engine._functions)
-    function = engine._maps_function(recipe, *recipe.blocks(batch_size)[1:])
+    function = engine._maps_function((recipe,), *recipe.blocks(batch_size)[1:])
     assert len(engine._functions) == count, "no function was traced for this recipe"
     return function
 
@@ -728,7 +728,7 @@ def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
         for (other_kind, jit, batch), other in maps.items():
             if other_kind == kind:
                 assert np.max(np.abs(other - reference) / scale) <= 1e-5, (kind, jit, batch)
-    assert {key[-1] for key in engine.engine_for(model)._functions if key[0] == "maps"} == {False, True}
+    assert {key[-2] for key in engine.engine_for(model)._functions if key[0] == "maps"} == {False, True}  # XLA
 
 
 def test_mixed_precision_computes_in_half_precision_and_follows_the_weights(smooth_net, monkeypatch):
@@ -757,3 +757,33 @@ def test_mixed_precision_computes_in_half_precision_and_follows_the_weights(smoo
     np.testing.assert_array_equal(explain(model, images, targets, "gradient"), reference)
     with pytest.raises(SanityError, match="precision must be one of"):
         engine.set_precision("float8")
+
+
+def test_methods_explained_together_share_model_calls_and_equal_their_own_maps():
+    """methods.explain_many packs the gradient-based methods and noise tunnels whose passes per image fit in
+    batch_size into one traced function (one forward+backward pass per chunk for all of them); each map equals the
+    method explained on its own, the guided one runs in its own group, and a method with more passes per image
+    than batch_size runs alone with its blocks looped."""
+    from sanity_cli.methods import explain_many
+
+    model, images, targets = _smooth_net()  # its own engine: no function traced by another test
+    requests = [("g", "gradient", {}, 0), ("gp", "gradient", {"output": "probability"}, 0),
+                ("gxi", "gradient_x_input", {}, 0), ("ig", "integrated_gradients", {"steps": 5}, 0),
+                ("sg", "smoothgrad", {"samples": 4, "sigma": 0.2}, 3),
+                ("sg_other_seed", "smoothgrad", {"samples": 4, "sigma": 0.3}, 4),
+                ("vg", "vargrad", {"samples": 6, "base": "integrated_gradients", "base_params": {"steps": 3}}, 3),
+                ("gb", "guided_backprop", {}, 0), ("sobel", "sobel", {}, 0)]
+    engine = engine_for(model)
+    for batch in (64, 7):
+        before = set(engine._functions)
+        together = explain_many(model, images, targets, requests, batch_size=batch)
+        groups = [key[1] for key in set(engine._functions) - before if key[0] == "maps"]
+        assert list(together) == [name for name, *_ in requests]
+        for name, kind, params, seed in requests:
+            alone = explain(model, images, targets, kind, params, batch_size=batch, seed=seed)
+            np.testing.assert_allclose(together[name], alone, rtol=1e-5, atol=1e-6, err_msg=f"{name} {batch}")
+        if batch == 64:  # 1+1+1+5+4+4+18 = 34 passes per image: one group, and Guided Backprop's own
+            assert sorted(len(g) for g in groups) == [1, 7], groups
+        else:  # the 18-pass VarGrad-IG runs alone; the rest pack into calls of <= 7 passes per image
+            assert any(len(g) == 1 and g[0].variance for g in groups) and max(len(g) for g in groups) >= 2
+    assert not np.allclose(together["sg"], together["sg_other_seed"])

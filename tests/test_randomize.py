@@ -360,7 +360,7 @@ def test_randomization_is_in_place_and_does_not_retrace(trained_cnn):
     g_after = engine.gradients(x, targets)
     assert all(a is b for a, b in zip(variables_before, model.variables, strict=True))
     assert len(model.variables) == len(variables_before)
-    fn = engine._maps_function(Recipe(), 1, 1)
+    fn = engine._maps_function((Recipe(),), 1, 1)
     assert fn.experimental_get_tracing_count() == 1
     # the traced function reads the variables at call time: the gradients follow the new weights
     assert g_before.shape == g_after.shape == x.shape

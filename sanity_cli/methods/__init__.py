@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 
 from ..errors import SanityError
-from . import controls, custom, gradcam, gradient, guided_backprop, integrated_gradients, smoothgrad  # noqa: F401
+from . import controls, custom, engine, gradcam, gradient, guided_backprop, integrated_gradients, smoothgrad  # noqa: F401
 from .registry import REGISTRY, MethodSpec, get
 
 
@@ -36,7 +36,7 @@ def resolve_params(name: str, spec: MethodSpec, params: dict, input_range) -> di
         black = np.asarray(input_range[0], np.float64)  # a number, or one per channel (model.preprocess=torch)
         params["baseline"] = float(black) if black.ndim == 0 else [float(v) for v in black]
     if "base" in spec.parameters():  # a noise tunnel over a base method
-        base = params.get("base", inspect.signature(spec.fn).parameters["base"].default)
+        base = params.get("base", inspect.signature(spec.recipe or spec.fn).parameters["base"].default)
         base = base if isinstance(base, MethodSpec) else get(base)
         if not base.gradient_based:
             valid = ", ".join(sorted(k for k, s in REGISTRY.items() if s.gradient_based))
@@ -52,17 +52,27 @@ def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: d
             batch_size: int = 256, seed=0, name: str | None = None, input_range=None) -> np.ndarray:
     """Attribution maps (N,H,W,C) float32 of `images` for `targets` with the registered method `kind`.
     `input_range`: the model's input for a black and a white pixel, needed by `baseline: black`."""
-    spec = get(kind)
-    params = resolve_params(name or kind, spec, dict(params or {}), input_range)
+    name = name or kind
+    return explain_many(model, images, targets, [(name, kind, params, seed)], batch_size, input_range)[name]
+
+
+def explain_many(model, images: np.ndarray, targets: np.ndarray, requests, batch_size: int = 256,
+                 input_range=None) -> dict[str, np.ndarray]:
+    """Several methods' maps of the same images, {name: (N,H,W,C) float32}; `requests`: (name, kind, params, seed)
+    for each. The gradient-based methods and the noise tunnels over them share each chunk's model calls
+    (engine.maps_many: one forward+backward pass for all of them when their passes per image fit in batch_size);
+    Grad-CAM, the controls and custom methods run one by one."""
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int32)
+    resolved = [(name, get(kind), resolve_params(name, get(kind), dict(params or {}), input_range), seed)
+                for name, kind, params, seed in requests]
     if images.ndim != 4:
         raise SanityError(f"images must have shape (N, height, width, channels), got {images.shape}")
     if len(targets) != len(images):
         raise SanityError(f"got {len(images)} images but {len(targets)} target classes")
     if len(images) == 0:
         raise SanityError("no images to explain")
-    if spec.needs_model:
+    if any(spec.needs_model for _, spec, _, _ in resolved):
         classes = int(model.output_shape[-1])
         if targets.min() < 0 or targets.max() >= classes:
             raise SanityError(f"target classes must be in 0..{classes - 1} for {model.name}, got "
@@ -71,13 +81,23 @@ def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: d
         if tuple(images.shape[1:]) != expected:
             raise SanityError(f"images have shape {tuple(images.shape[1:])} but {model.name} expects "
                               f"{expected}; resize the inputs or pick the matching model")
-    try:
-        maps = spec.fn(model, images, targets, batch_size=batch_size, seed=seed, **params)
-    except SanityError as err:
-        if spec.kind != "custom":
-            raise
-        raise SanityError(f"method '{name or kind}': {err}") from None
-    return np.asarray(maps, np.float32)
+    batched = [(name, spec.recipe(**params), seed) for name, spec, params, seed in resolved if spec.recipe]
+    maps = {}
+    if batched:
+        fused = engine.engine_for(model).maps_many(images, targets, [recipe for _, recipe, _ in batched],
+                                                   [seed for _, _, seed in batched], batch_size)
+        maps.update({name: m for (name, _, _), m in zip(batched, fused)})
+    for name, spec, params, seed in resolved:
+        if spec.recipe:
+            continue
+        try:
+            maps[name] = np.asarray(spec.fn(model, images, targets, batch_size=batch_size, seed=seed, **params),
+                                    np.float32)
+        except SanityError as err:
+            if spec.kind != "custom":
+                raise
+            raise SanityError(f"method '{name}': {err}") from None
+    return {name: maps[name] for name, _, _, _ in resolved}
 
 
-__all__ = ["REGISTRY", "MethodSpec", "explain", "get", "check_params"]
+__all__ = ["REGISTRY", "MethodSpec", "explain", "explain_many", "get", "check_params"]

@@ -134,6 +134,11 @@ class Recipe:
         if self.output not in OUTPUTS:
             raise SanityError(f"output must be one of {', '.join(OUTPUTS)}, got '{self.output}'")
 
+    @property
+    def passes(self) -> int:
+        """Model inputs per image: samples x path points."""
+        return max(self.samples, 1) * len(self.alphas)
+
     def blocks(self, batch_size: int) -> tuple[int, int, int]:
         """(images per chunk, samples per pass, path points per pass): at most `batch_size` model inputs per
         pass; a chunk's samples and path points are looped over inside the traced function."""
@@ -142,7 +147,36 @@ class Recipe:
         samples, steps = max(self.samples, 1), len(self.alphas)
         step_block = min(steps, batch_size)
         sample_block = min(samples, max(1, batch_size // steps)) if steps <= batch_size else 1
-        return max(1, batch_size // (samples * steps)), sample_block, step_block
+        return max(1, batch_size // self.passes), sample_block, step_block
+
+
+def _groups(recipes: list[Recipe], batch_size: int) -> list[list[int]]:
+    """Indices of the recipes sharing model calls: in order, all guided or none, whose passes per image sum to at
+    most batch_size; a recipe with more passes per image than that is a group of its own."""
+    groups: list[list[int]] = []
+    for guided in (False, True):
+        current, used = [], 0
+        for i, recipe in enumerate(recipes):
+            if recipe.guided != guided:
+                continue
+            if recipe.passes > batch_size:
+                groups.append([i])
+                continue
+            if used + recipe.passes > batch_size:
+                groups.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += recipe.passes
+        if current:
+            groups.append(current)
+    return groups
+
+
+def _baseline(recipe: Recipe, shape) -> np.ndarray:
+    try:
+        return np.broadcast_to(np.asarray(recipe.baseline, np.float32), (1, *shape))
+    except (TypeError, ValueError):
+        raise SanityError(f"baseline must be a number or one per channel, got {recipe.baseline!r}") from None
 
 
 def image_seeds(seed, n: int) -> np.ndarray:
@@ -212,104 +246,177 @@ class GradientEngine:
         sync()
         return clone
 
-    def _maps_function(self, recipe: Recipe, sample_block: int, step_block: int) -> Callable:
-        key = ("maps", recipe, sample_block, step_block, JIT_COMPILE, PRECISION)
+    def _maps_function(self, recipes: tuple[Recipe, ...], sample_block: int, step_block: int) -> Callable:
+        """The traced function of a group of recipes sharing each chunk's model calls: fn(x, targets, seeds
+        (B, R, 2), baselines (R, 1, *shape), sigmas (R,)) -> one map per recipe. Several recipes (their passes
+        for one image fit in one call together) send all their points through one forward+backward pass; a
+        single recipe loops over blocks of `sample_block` samples x `step_block` path points."""
+        key = ("maps", recipes, sample_block, step_block, JIT_COMPILE, PRECISION)
         if key not in self._functions:
             import tensorflow as tf
 
             model = self.model if PRECISION == "float32" else self._mixed[PRECISION][0]
             shape = list(self.model.input_shape[1:])
-            samples, steps = max(recipe.samples, 1), len(recipe.alphas)
-            alphas = tf.constant(recipe.alphas, tf.float32)
-            weights = tf.constant(recipe.weights, tf.float32)
             ones = [1] * len(shape)
+            guided = recipes[0].guided  # a group shares its model calls: all guided or none (maps_many)
 
-            def gradients(z, targets):
+            def gradients(points, targets, outputs):
+                """d f_c / d z for every point; `outputs`: (rows, output) spans, each recipe's own score."""
                 with tf.GradientTape() as tape:
-                    tape.watch(z)
-                    score = _select(model(z, training=False), targets, recipe.output)
-                return tape.gradient(score, z)
+                    tape.watch(points)
+                    logits = model(points, training=False)
+                    score = tf.concat([_select(logits[start:stop], targets[start:stop], output)
+                                       for start, stop, output in outputs], axis=0) if len(outputs) > 1 \
+                        else _select(logits, targets, outputs[0][2])
+                return tape.gradient(score, points)
 
-            def sample_maps(x, targets, noise, baseline, start, count):
-                """E over `count` samples from `start`: (B, count, *shape), and its sum and sum of squares."""
-                xs = x[:, None] if noise is None else x[:, None] + tf.slice(
-                    noise, tf.stack([0, start] + [0] * len(shape)), [-1, count] + [-1] * len(shape))
-                per_input = tf.repeat(targets, count)
+            def noisy(recipe, x, seeds, sigma):
+                """x + eps_s for every sample s: (B, samples, *shape); x itself (B, 1, *shape) without noise."""
+                if not recipe.samples:
+                    return x[:, None]
+                axes = list(range(1, len(shape) + 1))
+                span = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
+                unit = tf.map_fn(lambda s: standard_normal([recipe.samples, *shape], s), seeds,
+                                 fn_output_signature=tf.float32)
+                return x[:, None] + unit * tf.reshape(sigma * span, [-1, 1, *ones])
+
+            def block_points(recipe, xs, baseline, first, n):
+                """The model inputs of path points first..first+n of every sample: (B, samples, n, *shape)."""
                 if not recipe.path:
-                    g = tf.reshape(gradients(tf.reshape(xs, [-1, *shape]), per_input), tf.shape(xs))
-                    return xs * g if recipe.times_input else g
-                delta = xs - baseline
+                    return xs[:, :, None]
+                a = tf.reshape(tf.slice(tf.constant(recipe.alphas, tf.float32), [first], [n]), [1, 1, n, *ones])
+                return baseline + a * (xs - baseline)[:, :, None]
 
-                def step_sum(first, n):
-                    a = tf.reshape(tf.slice(alphas, [first], [n]), [1, 1, n, *ones])
-                    w = tf.reshape(tf.slice(weights, [first], [n]), [1, 1, n, *ones])
-                    z = baseline + a * delta[:, :, None]
-                    g = tf.reshape(gradients(tf.reshape(z, [-1, *shape]), tf.repeat(per_input, n)), tf.shape(z))
-                    return (tf.reduce_sum(w * g, axis=2),)
+            def step_sum(recipe, g, first, n):
+                """sum_k w_k g_k over the block's path points: (B, samples, *shape)."""
+                if not recipe.path:
+                    return g[:, :, 0]
+                w = tf.reshape(tf.slice(tf.constant(recipe.weights, tf.float32), [first], [n]), [1, 1, n, *ones])
+                return tf.reduce_sum(w * g, axis=2)
 
-                return delta * _fold(steps, step_block, step_sum, [tf.zeros_like(delta)])[0]
+            def sample_map(recipe, xs, baseline, summed):
+                """E(x + eps_s) from its summed gradients: times x - x' (IG), times the input (Gradient ⊙ Input)."""
+                if recipe.path:
+                    return (xs - baseline) * summed
+                return xs * summed if recipe.times_input else summed
 
-            @tf.function(input_signature=(*self._signature, tf.TensorSpec([None, 2], tf.int32),
-                                          tf.TensorSpec([1, *shape], tf.float32), tf.TensorSpec([], tf.float32)),
+            def moments(recipe, e):
+                """The block's sum over its samples, and with `variance` its squared deviations from its own mean
+                (no float32 cancellation; blocks merge by Chan et al.'s update)."""
+                total = tf.reduce_sum(e, axis=1)
+                if not recipe.variance:
+                    return (total,)
+                return total, tf.reduce_sum(tf.square(e - total[:, None] / tf.cast(tf.shape(e)[1], tf.float32)), 1)
+
+            def finish(recipe, sums):
+                n = max(recipe.samples, 1)
+                return sums[1] / n if recipe.variance else sums[0] / n
+
+            def together(x, targets, seeds, baselines, sigmas):
+                """Every recipe's points of the chunk in one model call."""
+                points, per_point, outputs, noisy_inputs, start = [], [], [], [], 0
+                for r, recipe in enumerate(recipes):
+                    xs = noisy(recipe, x, seeds[:, r], sigmas[r])
+                    z = block_points(recipe, xs, baselines[r], 0, len(recipe.alphas))
+                    noisy_inputs.append((xs, tf.shape(z)))
+                    points.append(tf.reshape(z, [-1, *shape]))
+                    per_point.append(tf.repeat(targets, recipe.passes))
+                    outputs.append((start, start + tf.shape(points[-1])[0], recipe.output))
+                    start = outputs[-1][1]
+                grads = gradients(tf.concat(points, 0), tf.concat(per_point, 0), outputs)
+                maps = []
+                for r, (recipe, (xs, z_shape), (first, stop, _)) in enumerate(zip(recipes, noisy_inputs, outputs)):
+                    g = tf.reshape(grads[first:stop], z_shape)
+                    e = sample_map(recipe, xs, baselines[r], step_sum(recipe, g, 0, len(recipe.alphas)))
+                    maps.append(finish(recipe, moments(recipe, e)))
+                return tuple(maps)
+
+            def looped(x, targets, seeds, baselines, sigmas):
+                """One recipe, its samples and path points in blocks (while loops, Kahan-compensated sums)."""
+                recipe, baseline = recipes[0], baselines[0]
+                xs_all = noisy(recipe, x, seeds[:, 0], sigmas[0])
+                steps = len(recipe.alphas)
+
+                def sample_sums(first, n):
+                    xs = xs_all if not recipe.samples else tf.slice(
+                        xs_all, tf.stack([0, first] + [0] * len(shape)), [-1, n] + [-1] * len(shape))
+                    per_point = tf.repeat(targets, n)
+
+                    def step_block_sum(k, m):
+                        z = block_points(recipe, xs, baseline, k, m)
+                        g = gradients(tf.reshape(z, [-1, *shape]), tf.repeat(per_point, m),
+                                      [(0, None, recipe.output)])
+                        return (step_sum(recipe, tf.reshape(g, tf.shape(z)), k, m),)
+
+                    summed = _fold(steps, step_block, step_block_sum, [tf.zeros_like(xs)])[0]
+                    return moments(recipe, sample_map(recipe, xs, baseline, summed))
+
+                def merge(sums, values, before, n):
+                    """Chan et al.: M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / (n_a + n_b)."""
+                    if not recipe.variance:
+                        return values
+                    before = tf.cast(before, tf.float32)
+                    gap = values[0] / n - sums[0] / tf.maximum(before, 1.0)
+                    return values[0], values[1] + tf.square(gap) * (before * n / (before + n))
+
+                zero = tf.zeros_like(x)
+                sums = _fold(max(recipe.samples, 1), sample_block, sample_sums,
+                             [zero, zero] if recipe.variance else [zero], merge)
+                return (finish(recipe, sums),)
+
+            one_pass = len(recipes) > 1 or (sample_block, step_block) == (max(recipes[0].samples, 1),
+                                                                           len(recipes[0].alphas))
+            body = together if one_pass else looped
+
+            @tf.function(input_signature=(*self._signature, tf.TensorSpec([None, len(recipes), 2], tf.int32),
+                                          tf.TensorSpec([len(recipes), 1, *shape], tf.float32),
+                                          tf.TensorSpec([len(recipes)], tf.float32)),
                          jit_compile=JIT_COMPILE)
-            def maps_fn(x, targets, seeds, baseline, sigma):
-                with guided_relus(model) if recipe.guided else contextlib.nullcontext():
-                    noise = None
-                    if recipe.samples:
-                        axes = list(range(1, len(shape) + 1))
-                        span = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
-                        unit = tf.map_fn(lambda s: standard_normal([samples, *shape], s), seeds,
-                                         fn_output_signature=tf.float32)
-                        noise = unit * tf.reshape(sigma * span, [-1, 1, *ones])
-
-                    def sample_sums(first, n):
-                        e = sample_maps(x, targets, noise, baseline, first, n)
-                        total = tf.reduce_sum(e, axis=1)
-                        if not recipe.variance:
-                            return (total,)
-                        # the block's squared deviations from its own mean: no float32 cancellation
-                        return total, tf.reduce_sum(tf.square(e - total[:, None] / n), axis=1)
-
-                    def merge(sums, values, before, n):
-                        """Chan et al.: M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / (n_a + n_b)."""
-                        if not recipe.variance:
-                            return values
-                        before = tf.cast(before, tf.float32)
-                        gap = values[0] / n - sums[0] / tf.maximum(before, 1.0)
-                        return values[0], values[1] + tf.square(gap) * (before * n / (before + n))
-
-                    zero = tf.zeros_like(x)
-                    sums = _fold(samples, sample_block, sample_sums, [zero, zero] if recipe.variance else [zero],
-                                 merge)
-                    return tuple(total / samples for total in sums)
+            def maps_fn(x, targets, seeds, baselines, sigmas):
+                with guided_relus(model) if guided else contextlib.nullcontext():
+                    return body(x, targets, seeds, baselines, sigmas)
 
             self._functions[key] = maps_fn
         return self._functions[key]
 
-    def maps(self, x: np.ndarray, targets: np.ndarray, recipe: Recipe, *, seed=0,
-             batch_size: int = 256) -> tuple[np.ndarray, ...]:
-        """The recipe's map (and its variance over the noise with `variance`) for every row of x: chunks of images
-        through one traced function, one transfer out per chunk."""
+    def maps_many(self, x: np.ndarray, targets: np.ndarray, recipes: list[Recipe], seeds: list,
+                  batch_size: int = 256) -> list[np.ndarray]:
+        """Each recipe's maps of every row of x (recipe i with noise seed seeds[i]). Recipes whose passes for one
+        image fit in one model call together (all guided, or none) share each chunk's call; a recipe with more
+        passes per image than `batch_size` runs alone, its samples and path points looped over on the device.
+        One transfer out per chunk of images."""
         import tensorflow as tf
 
-        images_per_chunk, sample_block, step_block = recipe.blocks(batch_size)
-        self._computing_model()
-        fn = self._maps_function(recipe, sample_block, step_block)
         x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
-        seeds = image_seeds(seed, len(x)) if recipe.samples else np.zeros((len(x), 2), np.int32)
-        try:
-            baseline = np.broadcast_to(np.asarray(recipe.baseline, np.float32), (1, *x.shape[1:]))
-        except (TypeError, ValueError):
-            raise SanityError(f"baseline must be a number or one per channel, got {recipe.baseline!r}") from None
-        baseline, sigma = tf.constant(baseline), tf.constant(recipe.sigma, tf.float32)
-        return _chunked(lambda xs, ts, ss: tuple(out.numpy() for out in fn(tf.constant(xs), tf.constant(ts),
-                                                                          tf.constant(ss), baseline, sigma)),
-                        images_per_chunk, x, targets, seeds)
+        self._computing_model()
+        out: list[np.ndarray | None] = [None] * len(recipes)
+        for group in _groups(recipes, batch_size):
+            members = tuple(recipes[i] for i in group)
+            if len(group) == 1:
+                images_per_chunk, sample_block, step_block = members[0].blocks(batch_size)
+            else:
+                images_per_chunk, sample_block, step_block = batch_size // sum(r.passes for r in members), 0, 0
+            fn = self._maps_function(members, sample_block, step_block)
+            seed_rows = np.stack([image_seeds(seeds[i], len(x)) if recipes[i].samples
+                                  else np.zeros((len(x), 2), np.int32) for i in group], axis=1)
+            baselines = tf.constant(np.stack([_baseline(r, x.shape[1:]) for r in members]))
+            sigmas = tf.constant([r.sigma for r in members], tf.float32)
+            maps = _chunked(lambda xs, ts, ss: tuple(m.numpy() for m in fn(tf.constant(xs), tf.constant(ts),
+                                                                        tf.constant(ss), baselines, sigmas)),
+                            images_per_chunk, x, targets, seed_rows)
+            for i, m in zip(group, maps):
+                out[i] = m
+        return out
+
+    def maps(self, x: np.ndarray, targets: np.ndarray, recipe: Recipe, *, seed=0,
+             batch_size: int = 256) -> np.ndarray:
+        """The recipe's maps of every row of x."""
+        return self.maps_many(x, targets, [recipe], [seed], batch_size)[0]
 
     def gradients(self, x: np.ndarray, targets: np.ndarray, *, output: str = "logit", guided: bool = False,
                   batch_size: int = 256) -> np.ndarray:
         """d f_c / d x for every row of x, in chunks of `batch_size` through one traced function."""
-        return self.maps(x, targets, Recipe(output=output, guided=guided), batch_size=batch_size)[0]
+        return self.maps(x, targets, Recipe(output=output, guided=guided), batch_size=batch_size)
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         import tensorflow as tf

@@ -16,7 +16,8 @@ from ..errors import SanityError
 class MethodSpec:
     kind: str
     fn: Callable
-    recipe: Callable | None = None  # gradient-based: params -> engine.Recipe (may serve as a noise tunnel's base)
+    recipe: Callable | None = None  # params -> engine.Recipe: run by the model's engine (maps_many batches them)
+    tunnel: bool = False            # a noise tunnel (SmoothGrad, VarGrad) over a gradient-based base method
     needs_model: bool = True        # False for the model-free controls
     needs_conv_layer: bool = False  # GradCAM family
     reseed_per_stage: bool = False  # random control: fresh noise at every stage
@@ -24,7 +25,8 @@ class MethodSpec:
 
     @property
     def gradient_based(self) -> bool:
-        return self.recipe is not None
+        """May serve as a noise tunnel's base."""
+        return self.recipe is not None and not self.tunnel
 
     def parameters(self) -> list[str]:
         skip = {"model", "images", "targets", "batch_size", "seed"}
@@ -49,7 +51,7 @@ def register_recipe(kind: str, **flags) -> Callable:
         def run(model, images, targets, *, batch_size: int = 256, seed=0, **params):
             from .engine import engine_for
 
-            return engine_for(model).maps(images, targets, recipe(**params), seed=seed, batch_size=batch_size)[0]
+            return engine_for(model).maps(images, targets, recipe(**params), seed=seed, batch_size=batch_size)
 
         run.__doc__ = recipe.__doc__
         REGISTRY[kind] = MethodSpec(kind, run, recipe=recipe, **flags)
