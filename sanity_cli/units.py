@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -76,8 +76,11 @@ class UnitStore:
         self.run_dir.release()
 
     def finish_later(self, name: str, compute) -> Future:
-        """compute() -> the unit's arrays, then save them: on one worker thread, in submission order, while the
-        caller goes on (a stage's metrics and its unit file overlap the next stage's gradient passes)."""
+        """compute() -> the unit's arrays, then save them, on a worker thread while the caller goes on (a stage's
+        metrics and its unit file overlap the next stage's gradient passes). At most one unit is in flight: the
+        previous one is waited for first, so memory holds one stage's maps and a failure surfaces at once."""
+        if self._jobs:
+            self._jobs[-1].result()
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sanity-units")
 
@@ -86,17 +89,22 @@ class UnitStore:
             self.save(name, arrays)
             return arrays
 
-        self._jobs.append(self._worker.submit(job))
-        return self._jobs[-1]
+        self._jobs = [self._worker.submit(job)]
+        return self._jobs[0]
 
     def wait(self) -> None:
-        """Block until every unit handed to finish_later is saved (or failed); their errors are the callers'."""
-        wait(self._jobs)
+        """Block until the unit handed to finish_later is saved or has failed. Called when a run ends or fails;
+        a failure here is logged (the run's own error, if any, is the one reported)."""
+        for job in self._jobs:
+            if job.exception() is not None:
+                self.log(f"units: a unit could not be finished ({type(job.exception()).__name__}: "
+                         f"{job.exception()})")
         self._jobs.clear()
 
     def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic_path(self.dir / f"{name}.npz") as tmp:
             np.savez(tmp, **arrays)
+
 
 def stage_unit(stage: int, repeat: int) -> str:
     return f"stage-{stage:02d}-repeat-{repeat}"

@@ -787,3 +787,30 @@ def test_methods_explained_together_share_model_calls_and_equal_their_own_maps()
         else:  # the 18-pass VarGrad-IG runs alone; the rest pack into calls of <= 7 passes per image
             assert any(len(g) == 1 and g[0].variance for g in groups) and max(len(g) for g in groups) >= 2
     assert not np.allclose(together["sg"], together["sg_other_seed"])
+
+
+def test_mixed_precision_keeps_confident_probability_gradients_and_nested_layers(monkeypatch):
+    """float16 underflows a softmax probability's gradient p_c (1[j = c] - p_j) once the logit gap passes ~17: the
+    engine scales d score / d logits per row before it enters the 16-bit network. A nested model's layers compute
+    in half precision too (the clone is recursive)."""
+    from sanity_cli.methods import engine
+    from sanity_cli.randomize import leaf_layers
+
+    keras.utils.set_random_seed(4)
+    inner_in = keras.Input((4, 4, 1))
+    inner = keras.Model(inner_in, keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(inner_in)),
+                        name="inner")
+    model = keras.Sequential([keras.Input((4, 4, 1)), inner, keras.layers.Dense(3, name="logits")])
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel, np.array([24.0, 0.0, 0.0], np.float32)])  # p_0 ~ 1 - 1e-10
+    images = np.random.default_rng(5).uniform(0, 1, (4, 4, 4, 1)).astype(np.float32)
+    targets = np.zeros(4, np.int32)
+    reference = explain(model, images, targets, "gradient", {"output": "probability"})
+    assert 0 < np.abs(reference).max() < 1e-8
+    for precision in ("mixed_float16", "mixed_bfloat16"):
+        monkeypatch.setattr(engine, "PRECISION", precision)
+        half = explain(model, images, targets, "gradient", {"output": "probability"})
+        scale = np.abs(reference).reshape(4, -1).max(1).reshape(4, 1, 1, 1)
+        assert np.max(np.abs(half - reference) / scale) < 0.1, precision
+        clone = engine_for(model)._mixed[precision][0]
+        assert {layer.dtype_policy.name for layer in leaf_layers(clone) if layer.weights} == {precision}

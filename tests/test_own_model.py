@@ -242,7 +242,7 @@ def test_preprocess_conventions_and_a_black_baseline_per_channel(own):
     from omegaconf import OmegaConf
 
     from sanity_cli import architectures, methods
-    from sanity_cli.methods.integrated_gradients import make_baseline
+    from sanity_cli.methods.integrated_gradients import baseline_value
 
     def arch(**model):
         return architectures.for_config(OmegaConf.create({"name": "keras", "path": str(own / "model.keras"),
@@ -260,8 +260,8 @@ def test_preprocess_conventions_and_a_black_baseline_per_channel(own):
     torch = arch(preprocess="torch")
     params = methods.resolve_params("ig", methods.get("integrated_gradients"), {"baseline": "black"},
                                     torch.input_range)
-    black = make_baseline(np.zeros((2, 4, 4, 3), np.float32), params["baseline"])
-    np.testing.assert_allclose(black[0, 0, 0], torch.to_model_space(np.zeros((1, 1, 1, 3)))[0, 0, 0], rtol=1e-6)
+    black = baseline_value(params["baseline"])  # one value per channel, broadcast over the image by the engine
+    np.testing.assert_allclose(black, torch.to_model_space(np.zeros((1, 1, 1, 3)))[0, 0, 0], rtol=1e-6)
     with pytest.raises(Exception, match="model.input_range or model.preprocess, not both"):
         arch(preprocess="torch", input_range=[0, 1])
 

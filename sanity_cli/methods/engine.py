@@ -1,8 +1,10 @@
-"""One batched gradient call per chunk, inside a tf.function traced once per model, input shape and mode.
+"""The gradient engine: every gradient method as a `Recipe` of passes, run inside traced functions.
 
-All methods are built on `GradientEngine.gradients`: d f_c / d x for a batch of inputs, where f_c is the
-target class's pre-softmax logit (output='logit', the paper's choice) or its softmax probability.
-Weights are read from the model's variables at call time, so in-place randomization never retraces.
+A recipe's passes take d f_c / d x, where f_c is the target class's pre-softmax logit (output='logit', the
+paper's choice) or its softmax probability. `GradientEngine.maps_many` runs several recipes on the same images:
+noise, path points, passes and per-image sums happen on the device, one traced function per group of recipes
+(and XLA / precision setting), one array per recipe back per chunk of images. Weights are read from the
+model's variables at call time, so in-place randomization never retraces.
 TensorFlow is imported where gradients are taken, not when this module is: the config checks that list
 the methods and their parameters run without it.
 """
@@ -36,7 +38,8 @@ def set_jit_compile(enabled: bool) -> None:
 
 # The precision of the gradient-based methods' passes (config `precision`). Under a mixed policy the maps are
 # computed by a clone of the model whose layers compute in float16 / bfloat16 (weights stay float32, synced from
-# the model before every call); Grad-CAM and the logits checks stay float32. The benchmark's workload (p)
+# the model before every call); Grad-CAM's own pass and the logits checks stay float32 (Guided Grad-CAM's guided
+# factor is a recipe, so it follows the setting). The benchmark's workload (p)
 # reports the maps' error against float32.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PRECISION = "float32"
@@ -176,7 +179,9 @@ def _baseline(recipe: Recipe, shape) -> np.ndarray:
     try:
         return np.broadcast_to(np.asarray(recipe.baseline, np.float32), (1, *shape))
     except (TypeError, ValueError):
-        raise SanityError(f"baseline must be a number or one per channel, got {recipe.baseline!r}") from None
+        values = np.ravel(recipe.baseline)
+        raise SanityError(f"integrated_gradients: baseline has {len(values)} values but the model's input has "
+                          f"{shape[-1]} channels; give one number, or one per channel") from None
 
 
 def image_seeds(seed, n: int) -> np.ndarray:
@@ -187,14 +192,40 @@ def image_seeds(seed, n: int) -> np.ndarray:
 
 
 def standard_normal(shape, seed):
-    """N(0, 1) draws from stateless Philox bits (tensor `seed`, 2 int32) by Box-Muller on 24-bit uniforms in (0, 1).
-    TensorFlow's own stateless_normal turns the same Philox bits into floats differently under XLA; this makes
-    the noise the same with and without `jit_compile` (and on CPU and GPU) up to float32 rounding of log and cos."""
+    """N(0, 1) draws from stateless Philox bits (tensor `seed`, 2 int32) by Box-Muller on 24-bit uniforms
+    (k + 1/2) 2^-24 (in (0, 1] after float32 rounding). TensorFlow's own stateless_normal turns the same Philox
+    bits into floats differently under XLA; this makes the noise the same with and without `jit_compile` (and on
+    CPU and GPU) up to float32 rounding of log and cos."""
+    return noise_block(seed, shape[0], 0, shape[0], shape[1:])
+
+
+def noise_block(seed, total: int, first, count: int, shape):
+    """Draws first..first+count-1 of standard_normal([total, *shape], seed), (count, *shape), without drawing the
+    others: Philox is a counter-based generator, so the bits of any range are reached by advancing its counter
+    (element i of a draw comes from counter + i // 4, lane i % 4; the same under XLA). `first` may be a tensor."""
     import tensorflow as tf
 
-    bits = tf.random.stateless_uniform([2, *shape], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
-    u = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0 ** -24)
-    return tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos((2 * np.pi) * u[1])
+    from tensorflow.python.ops import random_ops_util  # the key/counter tf.random.stateless_uniform derives
+
+    size = int(np.prod(shape))
+    # the Philox key and counter exactly as stateless_uniform(alg="philox") derives them (the GetKeyCounter op
+    # auto-selects another algorithm's state under XLA)
+    key, counter, _ = random_ops_util.get_key_counter_alg(seed, "philox")
+
+    def bits(start):
+        """count * size uint32 from element `start` of the draw of 2 * total * size."""
+        start = tf.cast(start, tf.int64)
+        at = tf.concat([counter[:1] + tf.cast(start // 4, tf.uint64), counter[1:]], 0)
+        block = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=[count * size + 3], key=key, counter=at, alg=1,
+                                                           dtype=tf.uint32)
+        return tf.slice(block, tf.reshape(tf.cast(start % 4, tf.int32), [1]), [count * size])
+
+    def uniform(b):
+        return (tf.cast(tf.bitwise.right_shift(b, 8), tf.float32) + 0.5) * (2.0 ** -24)
+
+    offset = tf.cast(first, tf.int64) * size
+    u0, u1 = uniform(bits(offset)), uniform(bits(total * size + offset))
+    return tf.reshape(tf.sqrt(-2.0 * tf.math.log(u0)) * tf.cos((2 * np.pi) * u1), [count, *shape])
 
 
 def unit_noise(seeds, samples: int, shape) -> np.ndarray:
@@ -233,10 +264,12 @@ class GradientEngine:
                 return layer.__class__.from_config({**layer.get_config(), "dtype": PRECISION})
 
             try:
-                clone = keras.models.clone_model(self.model, clone_function=relayer)
+                clone = keras.models.clone_model(self.model, clone_function=relayer, recursive=True)
                 pairs = list(zip(clone.weights, self.model.weights, strict=True))
                 if any(a.shape != b.shape for a, b in pairs):
                     raise ValueError("weights differ")
+                if any(layer.weights and layer.dtype_policy.name != PRECISION for layer in leaf_layers(clone)):
+                    raise ValueError("a layer kept float32")
             except Exception as err:
                 raise SanityError(f"precision={PRECISION}: {self.model.name} cannot be rebuilt with a mixed-precision "
                                   f"policy ({type(err).__name__}); use precision=float32") from None
@@ -260,23 +293,42 @@ class GradientEngine:
             ones = [1] * len(shape)
             guided = recipes[0].guided  # a group shares its model calls: all guided or none (maps_many)
 
+            def score_of(logits, targets, outputs):
+                return tf.concat([_select(logits[start:stop], targets[start:stop], output)
+                                  for start, stop, output in outputs], axis=0) if len(outputs) > 1 \
+                    else _select(logits, targets, outputs[0][2])
+
             def gradients(points, targets, outputs):
                 """d f_c / d z for every point; `outputs`: (rows, output) spans, each recipe's own score."""
                 with tf.GradientTape() as tape:
                     tape.watch(points)
                     logits = model(points, training=False)
-                    score = tf.concat([_select(logits[start:stop], targets[start:stop], output)
-                                       for start, stop, output in outputs], axis=0) if len(outputs) > 1 \
-                        else _select(logits, targets, outputs[0][2])
-                return tape.gradient(score, points)
+                    if PRECISION == "float32":
+                        score = score_of(logits, targets, outputs)
+                if PRECISION == "float32":
+                    return tape.gradient(score, points)
+                # Half precision: d score / d logits in float32, scaled to a largest entry of 1 per row before it
+                # enters the 16-bit network (a softmax probability's gradient, p_c (1[j = c] - p_j), underflows
+                # float16 once the logit gap passes ~17), the scale multiplied back after.
+                held = tf.stop_gradient(tf.cast(logits, tf.float32))
+                with tf.GradientTape() as inner:
+                    inner.watch(held)
+                    score = score_of(held, targets, outputs)
+                upstream = inner.gradient(score, held)
+                scale = tf.reduce_max(tf.abs(upstream), axis=1, keepdims=True)
+                scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+                grads = tape.gradient(logits, points, output_gradients=tf.cast(upstream / scale, logits.dtype))
+                return grads * tf.reshape(scale, [-1, *ones])
 
-            def noisy(recipe, x, seeds, sigma):
-                """x + eps_s for every sample s: (B, samples, *shape); x itself (B, 1, *shape) without noise."""
+            def noisy(recipe, x, seeds, sigma, first=0, count=None):
+                """x + eps_s for samples first..first+count-1: (B, count, *shape) (only those samples' noise is
+                drawn); x itself (B, 1, *shape) without noise."""
                 if not recipe.samples:
                     return x[:, None]
+                count = recipe.samples if count is None else count
                 axes = list(range(1, len(shape) + 1))
                 span = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
-                unit = tf.map_fn(lambda s: standard_normal([recipe.samples, *shape], s), seeds,
+                unit = tf.map_fn(lambda s: noise_block(s, recipe.samples, first, count, shape), seeds,
                                  fn_output_signature=tf.float32)
                 return x[:, None] + unit * tf.reshape(sigma * span, [-1, 1, *ones])
 
@@ -334,12 +386,10 @@ class GradientEngine:
             def looped(x, targets, seeds, baselines, sigmas):
                 """One recipe, its samples and path points in blocks (while loops, Kahan-compensated sums)."""
                 recipe, baseline = recipes[0], baselines[0]
-                xs_all = noisy(recipe, x, seeds[:, 0], sigmas[0])
                 steps = len(recipe.alphas)
 
                 def sample_sums(first, n):
-                    xs = xs_all if not recipe.samples else tf.slice(
-                        xs_all, tf.stack([0, first] + [0] * len(shape)), [-1, n] + [-1] * len(shape))
+                    xs = noisy(recipe, x, seeds[:, 0], sigmas[0], first, n)
                     per_point = tf.repeat(targets, n)
 
                     def step_block_sum(k, m):
@@ -435,7 +485,6 @@ class GradientEngine:
     def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit",
                 batch_size: int = 256) -> np.ndarray:
         """Grad-CAM maps (N,H,W): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c/d A^k_ij, bilinear upsampling."""
-        import keras
         import tensorflow as tf
 
         valid = self.conv_layer_names()

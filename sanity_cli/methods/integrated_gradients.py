@@ -49,12 +49,7 @@ def baseline_value(baseline) -> float | tuple[float, ...]:
     if value is None or value.ndim > 1 or value.dtype.kind != "f":
         raise SanityError(f"integrated_gradients: baseline must be 'zeros', 'black' (with the model's input range) "
                           f"or a number, got '{baseline}'")
-    return float(value) if value.ndim == 0 else tuple(value.tolist())
-
-
-def make_baseline(images: np.ndarray, baseline) -> np.ndarray:
-    """The baseline image x' (1, H, W, C) for `images`."""
-    return np.broadcast_to(np.asarray(baseline_value(baseline), np.float32), images[:1].shape).copy()
+    return float(value) if value.ndim == 0 else tuple(float(v) for v in np.asarray(baseline, np.float64))
 
 
 @register_recipe("integrated_gradients")

@@ -15,7 +15,7 @@ from ..errors import SanityError
 @dataclass(frozen=True)
 class MethodSpec:
     kind: str
-    fn: Callable
+    fn: Callable | None             # maps function (model, images, targets, ...); None for a recipe method
     recipe: Callable | None = None  # params -> engine.Recipe: run by the model's engine (maps_many batches them)
     tunnel: bool = False            # a noise tunnel (SmoothGrad, VarGrad) over a gradient-based base method
     needs_model: bool = True        # False for the model-free controls
@@ -45,16 +45,10 @@ def register(kind: str, **flags) -> Callable:
 
 
 def register_recipe(kind: str, **flags) -> Callable:
-    """Register a gradient-based method by its recipe, `recipe(**params) -> engine.Recipe`: the method runs it
-    through the model's engine (all passes and sums on the device)."""
+    """Register a gradient-based method by its recipe, `recipe(**params) -> engine.Recipe`: methods.explain_many
+    runs it through the model's engine (all passes and sums on the device, batched with the other recipes)."""
     def decorate(recipe: Callable) -> Callable:
-        def run(model, images, targets, *, batch_size: int = 256, seed=0, **params):
-            from .engine import engine_for
-
-            return engine_for(model).maps(images, targets, recipe(**params), seed=seed, batch_size=batch_size)
-
-        run.__doc__ = recipe.__doc__
-        REGISTRY[kind] = MethodSpec(kind, run, recipe=recipe, **flags)
+        REGISTRY[kind] = MethodSpec(kind, None, recipe=recipe, **flags)
         return recipe
 
     return decorate

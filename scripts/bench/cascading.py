@@ -91,5 +91,6 @@ def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
         return pipeline.run_model_randomization(cfg, trained, runs, images, targets, image_ids, units,
                                                 SelfChecks(lambda *_: None)).table()
     finally:
+        units.wait()  # the last stage's unit may still be being written on the worker thread
         units.run_dir.remove_units()
         units.release()
