@@ -42,8 +42,9 @@ def device_summary() -> str:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return ", ".join(gpu.name for gpu in gpus)
+    if gpus:  # the card's name where the driver reports it, e.g. "/physical_device:GPU:0 (NVIDIA H100 80GB HBM3)"
+        return ", ".join(f"{gpu.name} ({tf.config.experimental.get_device_details(gpu).get('device_name', 'GPU')})"
+                         for gpu in gpus)
     return "CPU (TensorFlow sees no GPU)"
 
 

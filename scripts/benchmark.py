@@ -73,15 +73,18 @@ def main(argv=None) -> int:
     if not only & {"mnist", "inception"}:
         only |= {"mnist", "inception"}
     started = time.time()
-    import tensorflow as tf
+    import tensorflow  # noqa: F401  (imported before the workloads, so start-up is not timed in them)
+
+    from sanity_cli.manifest import device_summary
 
     ctx = Context(size, peers=not args.no_peers,
                   log=lambda msg: print(f"[{time.time() - started:6.1f}s] {msg}", flush=True))
-    context = {"mode": mode, "device": ", ".join(d.device_type for d in tf.config.list_logical_devices()) or "cpu",
+    context = {"mode": mode, "device": device_summary(),
                "cpu": f"{os.cpu_count()} cores ({platform.machine()})",
                "versions": ", ".join(f"{dist} {version(dist)}"
                                      for dist in ("tensorflow", "keras", "numpy", "saliency", "quantus")),
                "repeats": size["repeats"]}
+    ctx.log(f"device    {context['device']}; {context['cpu']}")
     try:
         if only & {"a", "b"}:
             gradients.run(ctx, only)

@@ -4,7 +4,9 @@ A recipe's passes take d f_c / d x, where f_c is the target class's pre-softmax 
 paper's choice) or its softmax probability. `GradientEngine.maps_many` runs several recipes on the same images:
 noise, path points, passes and per-image sums happen on the device, one traced function per group of recipes
 (and XLA / precision setting), one array per recipe back per chunk of images. Weights are read from the
-model's variables at call time, so in-place randomization never retraces.
+model's variables at call time, so in-place randomization never retraces. The loops are explicit (Python loops
+unrolled at trace time, tf.while_loop where the count is large), so the functions are traced without AutoGraph,
+whose source transformation took 1.5 s of a smoke run.
 TensorFlow is imported where gradients are taken, not when this module is: the config checks that list
 the methods and their parameters run without it.
 """
@@ -273,7 +275,7 @@ class GradientEngine:
             except Exception as err:
                 raise SanityError(f"precision={PRECISION}: {self.model.name} cannot be rebuilt with a mixed-precision "
                                   f"policy ({type(err).__name__}); use precision=float32") from None
-            sync = tf.function(lambda: [a.assign(b) for a, b in pairs])
+            sync = tf.function(lambda: [a.assign(b) for a, b in pairs], autograph=False)
             self._mixed[PRECISION] = (clone, sync)
         clone, sync = self._mixed[PRECISION]
         sync()
@@ -421,7 +423,7 @@ class GradientEngine:
             @tf.function(input_signature=(*self._signature, tf.TensorSpec([None, len(recipes), 2], tf.int32),
                                           tf.TensorSpec([len(recipes), 1, *shape], tf.float32),
                                           tf.TensorSpec([len(recipes)], tf.float32)),
-                         jit_compile=JIT_COMPILE)
+                         jit_compile=JIT_COMPILE, autograph=False)
             def maps_fn(x, targets, seeds, baselines, sigmas):
                 with guided_relus(model) if guided else contextlib.nullcontext():
                     return body(x, targets, seeds, baselines, sigmas)
@@ -475,7 +477,8 @@ class GradientEngine:
         if key not in self._functions:
             model = self.model
             self._functions[key] = tf.function(lambda xs: model(xs, training=False),
-                                               input_signature=self._signature[:1], jit_compile=JIT_COMPILE)
+                                               input_signature=self._signature[:1], jit_compile=JIT_COMPILE,
+                                               autograph=False)
         fn = self._functions[key]
         return _chunked(lambda xs: (fn(tf.constant(xs)).numpy(),), batch_size, np.asarray(x, np.float32))[0]
 
@@ -496,7 +499,7 @@ class GradientEngine:
             cam_model = _activations_and_outputs(self.model, layer)
             height, width = self.model.input_shape[1:3]
 
-            @tf.function(input_signature=self._signature, jit_compile=JIT_COMPILE)
+            @tf.function(input_signature=self._signature, jit_compile=JIT_COMPILE, autograph=False)
             def cam_fn(x, targets):
                 with tf.GradientTape() as tape:
                     activations, outputs = cam_model(x, training=False)

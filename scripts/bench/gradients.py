@@ -3,6 +3,8 @@ limit, sanity's methods.explain, and PAIR `saliency` (checked to compute the sam
 
 from __future__ import annotations
 
+import numpy as np
+
 from sanity_cli import architectures
 
 from .measure import check_maps, quiet
@@ -32,10 +34,14 @@ def gradient_workloads(ctx, label: str, model, images, targets, batches, black: 
     ours_sg = ours_explain(model, images, targets, "smoothgrad", smoothgrad_params(samples), best)
     if ctx.has_saliency:
         theirs = pair_smoothgrad(images, targets, cmf[True], samples, same_noise_seed=0)
-        # rtol: batch-1 and batched convolutions round differently; a deep random-weight net amplifies it
-        rtol = 1e-3 if label.startswith("mnist") else 5e-3
-        ctx.checks.append(check_maps(f"{label} SmoothGrad-{samples}: sanity vs PAIR GetSmoothedMask, same noise",
-                                     ours_sg, theirs, rtol=rtol, log=ctx.log))
+        # rtol: batch-1 and batched convolutions round differently, and a ReLU at the edge may flip for one of the
+        # n x samples noisy inputs; PAIR's batch-1 calls may differ from ours by as much as our own batch-1 run
+        ours_one = ours_explain(model, images, targets, "smoothgrad", smoothgrad_params(samples), 1)
+        own = float(np.abs(ours_one - ours_sg).max() / np.abs(ours_sg).max())
+        rtol = max(1e-3 if label.startswith("mnist") else 5e-3, 2 * own)
+        ctx.checks.append(check_maps(f"{label} SmoothGrad-{samples}: sanity vs PAIR GetSmoothedMask, same noise "
+                                     f"(sanity at batch 1 vs batch {best}: {own:.1e})", ours_sg, theirs, rtol=rtol,
+                                     log=ctx.log))
         ig_ref = pair_ig_from_ours(model, images, targets, steps, black, best)
         theirs = pair_ig(images, targets, cmf[True], steps, black, batch_size=min(best, steps))
         ctx.checks.append(check_maps(f"{label} IG-{steps}: sanity (trapezoid identity) vs PAIR GetMask",

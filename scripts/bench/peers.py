@@ -90,9 +90,12 @@ def pair_smoothgrad(images, targets, cmf, samples: int, same_noise_seed=None) ->
             out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
             continue
         draws = iter(unit[i])
+        # sanity's noise for this image, in sample order, scaled in float32 exactly as the engine scales it
+        # (PAIR's own scale, stdev_spread * (max - min), is the same number rounded differently)
+        scale32 = np.float32(SIGMA) * (np.float32(x.max()) - np.float32(x.min()))
 
-        def normal(loc=0.0, scale=1.0, size=None, _draws=draws):  # sanity's noise for this image, in sample order
-            return (loc + np.float32(scale) * next(_draws)).astype(np.float32)
+        def normal(loc=0.0, scale=1.0, size=None, _draws=draws, _scale=scale32):
+            return (np.float32(loc) + next(_draws) * _scale).astype(np.float32)
 
         with mock.patch("numpy.random.normal", normal):
             out.append(method.GetSmoothedMask(x, cmf, {"target": int(t)}, **kwargs))
