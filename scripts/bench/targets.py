@@ -11,10 +11,11 @@ def targets(rows: list[Row], facts: dict[str, float]) -> list[str]:
     def line(ok, text):
         out.append(f"- {'MET' if ok else 'MISSED'}: {text}")
 
-    for prefix in ("a_", "b_", "c_"):
+    # issue 14: every methods workload within 1.1x of the limit, the cascading workload within 1.15x
+    for prefix, limit in (("a_", 1.1), ("b_", 1.1), ("c_", 1.15)):
         for r in rows:
             if r.workload.startswith(prefix) and r.role == "ours" and r.ratio_to_limit != "":
-                line(r.ratio_to_limit <= 1.25, f"ours/limit <= 1.25 on {r.workload}: {r.ratio_to_limit:.2f}")
+                line(r.ratio_to_limit <= limit, f"ours/limit <= {limit} on {r.workload}: {r.ratio_to_limit:.2f}")
     for r in rows:  # PAIR defaults = batch-1 calls, with the faster (tf.function) call_model_function
         if r.workload[:2] in ("a_", "b_") and "mnist" in r.workload and r.role == "peer" \
                 and r.ratio_peer_to_ours != "" and r.batch_size == 1:
