@@ -42,6 +42,14 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
+def _data_path(cfg: DictConfig, exists, needs: str, wrong: str) -> None:
+    """Your own data (data=npz|folder): data.path is given, and `exists` holds for it."""
+    if not cfg.data.get("path"):
+        raise SanityError(f"data={cfg.data.name} needs {needs}")
+    if not exists(Path(str(cfg.data.path)).expanduser()):
+        raise SanityError(f"data.path {cfg.data.path} {wrong}")
+
+
 def train_settings(cfg: DictConfig) -> TrainSettings:
     """`train.*`, with `model.train.*` (model=keras: optimizer, learning_rate, epochs, batch_size,
     target_accuracy, max_epochs) taking precedence where set."""
@@ -199,17 +207,11 @@ def validate_model_and_data(cfg: DictConfig) -> None:
         if not cfg.data.get("name"):
             raise SanityError("data=tfds needs the data set's tfds name: data.name=NAME (e.g. cifar10)")
     elif cfg.data.name == "npz":
-        if not cfg.data.get("path"):
-            raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, "
-                              "y_train])")
-        if not Path(str(cfg.data.path)).expanduser().is_file():
-            raise SanityError(f"data.path {cfg.data.path} is not a file; give the .npz file")
+        _data_path(cfg, Path.is_file, "the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, y_train])",
+                   "is not a file; give the .npz file")
     elif cfg.data.name == "folder":
-        if not cfg.data.get("path"):
-            raise SanityError("data=folder needs the images' folder: data.path=DIR (one subfolder per class, or "
-                              "flat)")
-        if not Path(str(cfg.data.path)).expanduser().is_dir():
-            raise SanityError(f"data.path {cfg.data.path} is not a directory; point it at a folder of images")
+        _data_path(cfg, Path.is_dir, "the images' folder: data.path=DIR (one subfolder per class, or flat)",
+                   "is not a directory; point it at a folder of images")
         if cfg.data.size is not None:
             _positive_int(cfg.data.size, "data.size")
     elif cfg.data.source not in DATA_SOURCES:
