@@ -111,7 +111,7 @@ def test_cascading_randomization_then_restore_is_exact(trained_cnn):
 def test_snapshot_is_a_copy(trained_cnn):
     model = trained_cnn
     saved = snapshot(model)
-    reference = [a.copy() for a in saved]
+    reference = [np.array(a, copy=True) for a in saved]
     randomize_block(model, models.layer_blocks(model)[0], seed=1)
     for a, b in zip(saved, reference, strict=True):
         assert np.array_equal(a, b)
@@ -198,6 +198,22 @@ def test_layer_init_uses_the_layers_own_initializers(trained_cnn):
         assert kernel.std() == pytest.approx(TRUNCATED_NORMAL_STD_FACTOR * 0.1, rel=0.15), name
         if kernel.size > 10_000:
             assert np.abs(kernel).max() > 0.19  # fills the truncated range
+
+
+@pytest.mark.parametrize("init", ["layer", "truncated_normal", "uniform"])
+def test_one_traced_call_per_block_makes_the_initializers_own_seeded_draw(trained_cnn, init):
+    """The block is re-drawn in one traced call, yet each variable gets exactly what its Keras initializer gives
+    for the integer seed derive_seed(seed, index); a new seed never retraces."""
+    model = trained_cnn
+    block = Block("top", ("logits", "fc1"))
+    for seed in (5, 6, 7):
+        randomize_block(model, block, seed=seed, init=init, init_std=0.05)
+        for index, (layer, variable) in enumerate(block_variables(model, block)):
+            initializer = randomize._initializer(layer, variable, init, 0.05, derive_seed(seed, index))
+            expected = keras.ops.convert_to_numpy(initializer(variable.shape, dtype=variable.dtype))
+            np.testing.assert_array_equal(variable.numpy(), expected, err_msg=f"{variable.path} seed {seed}")
+    reset = randomize._block_reset(model, block, init, 0.05, False)
+    assert reset.experimental_get_tracing_count() == 1
 
 
 def test_mlp_layer_init_uses_its_fan_in_scaled_initializer():
