@@ -142,30 +142,38 @@ def applicable_methods(cfg: DictConfig, model) -> list[config_checks.MethodRun]:
 
 
 def explain_all(model, runs, images, targets, cfg: DictConfig, stage: int, repeat: int,
-                input_range=None) -> dict[str, np.ndarray]:
+                input_range=None, logits: bool = False):
     """Every method's maps, the gradient-based ones sharing each chunk's model calls (methods.explain_many);
     `input_range` (default the architecture's) is what `baseline: black` means. A test with smoothing (sMPRT)
     explains the noisy copies of SMOOTHING_CHUNK images at a time in one batched call and averages them: memory
     stays bounded, and a fixed chunk keeps the maps of noise methods (whose own noise is seeded by the image's
-    place in the call) independent of batch_size."""
+    place in the call) independent of batch_size. With `logits`, returns (maps, the model's logits of the
+    images), from the gradient passes where they give them."""
     input_range = input_range or architectures.for_config(cfg.model).input_range
     copies = int(cfg.test.samples) if sanity_tests.get(cfg.test.name).smoothing else 1
     requests = [(run.name, run.kind, run.params,
                  [cfg.seed, stage, repeat] if methods.get(run.kind).reseed_per_stage else cfg.seed) for run in runs]
     smoothed = [r for r in requests if copies > 1 and methods.get(r[1]).needs_model]  # controls are not smoothed
 
-    def explain(x, t, chosen):
-        return methods.explain_many(model, x, t, chosen, batch_size=cfg.batch_size, input_range=input_range)
+    def explain(x, t, chosen, with_logits=False):
+        return methods.explain_many(model, x, t, chosen, batch_size=cfg.batch_size, input_range=input_range,
+                                    logits=with_logits)
 
-    maps = explain(images, targets, [r for r in requests if r not in smoothed]) if len(smoothed) < len(requests) \
-        else {}
+    maps, seen_logits = {}, None
+    if len(smoothed) < len(requests):
+        maps = explain(images, targets, [r for r in requests if r not in smoothed], logits)
+        maps, seen_logits = maps if logits else (maps, None)
     chunks = [explain(noisy_copies(images[i:i + SMOOTHING_CHUNK], copies, float(cfg.test.noise_magnitude), cfg.seed,
                                    first=i), np.tile(targets[i:i + SMOOTHING_CHUNK], copies), smoothed)
               for i in range(0, len(images), SMOOTHING_CHUNK)] if smoothed else []
     for name, *_ in smoothed:
         maps[name] = np.concatenate([chunk[name].reshape((copies, -1, *images.shape[1:])).mean(axis=0)
                                      for chunk in chunks])
-    return {name: maps[name] for name, *_ in requests}
+    maps = {name: maps[name] for name, *_ in requests}
+    if not logits:
+        return maps
+    return maps, seen_logits if seen_logits is not None else methods.engine.engine_for(model).predict_logits(
+        images, batch_size=cfg.batch_size)
 
 
 SMOOTHING_CHUNK = 4  # images whose noisy copies go through one explain call (sMPRT)
@@ -378,22 +386,34 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
     blocks = architectures.for_config(cfg.model).blocks(model)
     stages = plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
     trained_weights = randomize.snapshot(model)
-    trained_logits = engine.predict_logits(images, batch_size=cfg.batch_size)
     comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
-    comparison.set_reference(stages[0], lambda: explain_all(model, runs, images, targets, cfg, stage=0, repeat=0))
+    logits = None  # the model's logits of the images, from the passes that explain them (explain_all)
+
+    def explain(stage: Stage, repeat: int, explained: np.ndarray):
+        nonlocal logits
+        maps, logits = explain_all(model, runs, images, explained, cfg, stage.index, repeat, logits=True)
+        return maps
+
+    def logits_now() -> np.ndarray:
+        """The stage's logits: from its passes, or predicted when an earlier run had finished the stage."""
+        return logits if logits is not None else engine.predict_logits(images, batch_size=cfg.batch_size)
+
+    comparison.set_reference(stages[0], lambda: explain(stages[0], 0, targets))
+    trained_logits = logits_now()
     try:
         for repeat in range(cfg.test.repeats):
             randomize.restore(model, trained_weights)
             previous = trained_logits
             for stage in tqdm(stages[1:], desc=f"stages (repeat {repeat})", disable=None):
                 randomize_stage(model, stage, blocks, trained_weights, cfg, repeat)
-                logits = engine.predict_logits(images, batch_size=cfg.batch_size)
+                logits = engine.predict_logits(images, batch_size=cfg.batch_size) \
+                    if cfg.target == "predicted_per_stage" else None
+                explained = stage_targets(cfg, targets, logits)
+                comparison.add(stage, repeat, lambda: explain(stage, repeat, explained))
+                logits = logits_now()
                 checks.check_stage(stage_unit(stage.index, repeat), stage.block,
                                    trained_logits if stage.restore_first else previous, logits)
                 previous = logits
-                explained = stage_targets(cfg, targets, logits)
-                comparison.add(stage, repeat, lambda: explain_all(model, runs, images, explained, cfg,
-                                                                  stage.index, repeat))
     finally:
         randomize.restore(model, trained_weights)
     return comparison.finish()

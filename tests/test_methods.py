@@ -789,6 +789,36 @@ def test_methods_explained_together_share_model_calls_and_equal_their_own_maps()
     assert not np.allclose(together["sg"], together["sg_other_seed"])
 
 
+def test_logits_come_from_the_passes_that_send_the_images_themselves(monkeypatch):
+    """explain_many(logits=True) returns the model's logits of the images: from the shared pass of a method that
+    sends x itself through the model (Gradient, Guided Backprop), with no forward pass of its own; predicted when
+    no method does (SmoothGrad alone, Grad-CAM)."""
+    from sanity_cli.methods import engine, explain_many
+
+    model, images, targets = _smooth_net()
+    expected = model(images, training=False).numpy()
+    eng = engine_for(model)
+    predicted = []
+    real_predict = type(eng).predict_logits
+    monkeypatch.setattr(type(eng), "predict_logits",
+                        lambda self, x, batch_size=256: predicted.append(len(x)) or real_predict(self, x, batch_size))
+    smoothgrad = ("sg", "smoothgrad", {"samples": 3, "sigma": 0.2}, 0)
+    for requests, by_product in [([("g", "gradient", {}, 0), smoothgrad], True),
+                                 ([smoothgrad, ("gb", "guided_backprop", {}, 0)], True),
+                                 ([smoothgrad], False)]:
+        for batch in (64, 3):
+            predicted.clear()
+            maps, logits = explain_many(model, images, targets, requests, batch_size=batch, logits=True)
+            np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6, err_msg=str(requests))
+            assert predicted == ([] if by_product else [len(images)]), (requests, batch)
+            assert list(maps) == [r[0] for r in requests]
+    monkeypatch.setattr(engine, "PRECISION", "mixed_bfloat16")  # a 16-bit clone's logits are not the model's
+    predicted.clear()
+    _, logits = explain_many(model, images, targets, [("g", "gradient", {}, 0)], logits=True)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert predicted == [len(images)]
+
+
 def test_mixed_precision_keeps_confident_probability_gradients_and_nested_layers(monkeypatch):
     """float16 underflows a softmax probability's gradient p_c (1[j = c] - p_j) once the logit gap passes ~17: the
     engine scales d score / d logits per row before it enters the 16-bit network. A nested model's layers compute

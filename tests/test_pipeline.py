@@ -137,6 +137,62 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test, o
     assert all(np.array_equal(a, b) for a, b in zip(randomize.snapshot(model), trained))
 
 
+@pytest.mark.parametrize("method, separate_passes", [("gradient", 0), ("smoothgrad", 5)])
+def test_a_stages_logits_check_reuses_its_gradient_passes(tmp_path, monkeypatch, method, separate_passes):
+    """The self-check that randomizing a block changed the logits reads them from the passes that explain the
+    stage when a method sends the images themselves through the model (no forward pass of its own); with
+    SmoothGrad alone each of the 5 stages (trained + 4 blocks) predicts them. Either way every stage is checked
+    against the right logits: the previous stage's, or the trained model's."""
+    import keras
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from sanity_cli import config, methods, models, pipeline, training
+    from sanity_cli.checks import SelfChecks
+    from sanity_cli.units import UnitStore
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
+        cfg = compose(config_name="sanity", overrides=["test=cascading", f"method=[{method}]",
+                                                       "metric=[spearman_abs]", "n_images=3"])
+    GlobalHydra.instance().clear()
+    OmegaConf.resolve(cfg)
+    keras.utils.set_random_seed(0)
+    model = models.mnist_cnn()
+    engine = methods.engine.engine_for(model)
+    predicted, compared = [], []
+    real_predict = type(engine).predict_logits
+    monkeypatch.setattr(type(engine), "predict_logits",
+                        lambda self, x, batch_size=256: predicted.append(1) or real_predict(self, x, batch_size))
+    checks = SelfChecks(lambda *_: None)
+    real_check = checks.check_stage
+
+    def check(unit, block, before, after):
+        compared.append((before, after, model(images, training=False).numpy()))
+        return real_check(unit, block, before, after)
+
+    monkeypatch.setattr(checks, "check_stage", check)
+    images = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    trained_logits = model(images, training=False).numpy()
+    units = UnitStore(tmp_path, "fingerprint", log=lambda *_: None)
+    units.open()
+    try:
+        pipeline.run_model_randomization(cfg, training.TrainedModel(model, "k", "true"),
+                                         pipeline.applicable_methods(cfg, model), images, np.array([1, 2, 3]),
+                                         np.arange(3), units, checks)
+    finally:
+        units.wait()
+        units.release()
+    assert len(predicted) == separate_passes
+    assert len(compared) == 4 and all(checks.stages_changed_logits.values())
+    np.testing.assert_allclose(compared[0][0], trained_logits, rtol=1e-5, atol=1e-6)
+    for k, (before, after, now) in enumerate(compared):
+        np.testing.assert_allclose(after, now, rtol=1e-5, atol=1e-6)  # the randomized model's own logits
+        if k:
+            np.testing.assert_array_equal(before, compared[k - 1][1])  # cascading: against the previous stage
+
+
 def test_independent_restores_between_stages(sanity, tmp_path):
     run = finished_run(sanity("run", "model=mnist_cnn", "test=independent", "method=[gradient,sobel]", *SMALL),
                        tmp_path)

@@ -57,11 +57,12 @@ def explain(model, images: np.ndarray, targets: np.ndarray, kind: str, params: d
 
 
 def explain_many(model, images: np.ndarray, targets: np.ndarray, requests, batch_size: int = 256,
-                 input_range=None) -> dict[str, np.ndarray]:
+                 input_range=None, logits: bool = False):
     """Several methods' maps of the same images, {name: (N,H,W,C) float32}; `requests`: (name, kind, params, seed)
     for each. The gradient-based methods and the noise tunnels over them share each chunk's model calls
     (engine.maps_many: one forward+backward pass for all of them when their passes per image fit in batch_size);
-    Grad-CAM, the controls and custom methods run one by one."""
+    Grad-CAM, the controls and custom methods run one by one. With `logits`, returns (maps, the model's logits of
+    the images), taken from the gradient passes where one sends the images themselves through the model."""
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int32)
     resolved = [(name, get(kind), resolve_params(name, get(kind), dict(params or {}), input_range), seed)
@@ -82,10 +83,11 @@ def explain_many(model, images: np.ndarray, targets: np.ndarray, requests, batch
             raise SanityError(f"images have shape {tuple(images.shape[1:])} but {model.name} expects "
                               f"{expected}; resize the inputs or pick the matching model")
     batched = [(name, spec.recipe(**params), seed) for name, spec, params, seed in resolved if spec.recipe]
-    maps = {}
+    maps, seen_logits = {}, None
     if batched:
         fused = engine.engine_for(model).maps_many(images, targets, [recipe for _, recipe, _ in batched],
-                                                   [seed for _, _, seed in batched], batch_size)
+                                                   [seed for _, _, seed in batched], batch_size, logits=logits)
+        fused, seen_logits = fused if logits else (fused, None)
         maps.update({name: m for (name, _, _), m in zip(batched, fused)})
     for name, spec, params, seed in resolved:
         if spec.recipe:
@@ -97,7 +99,11 @@ def explain_many(model, images: np.ndarray, targets: np.ndarray, requests, batch
             if spec.kind != "custom":
                 raise
             raise SanityError(f"method '{name}': {err}") from None
-    return {name: maps[name] for name, _, _, _ in resolved}
+    maps = {name: maps[name] for name, _, _, _ in resolved}
+    if not logits:
+        return maps
+    return maps, seen_logits if seen_logits is not None else engine.engine_for(model).predict_logits(images,
+                                                                                                  batch_size)
 
 
 __all__ = ["REGISTRY", "MethodSpec", "explain", "explain_many", "get", "check_params"]

@@ -155,6 +155,15 @@ class Recipe:
         return max(1, batch_size // self.passes), sample_block, step_block
 
 
+def clean_logits(recipes) -> int | None:
+    """The index of the first recipe of a shared call whose points are x itself (no path, no noise), whose
+    forward pass therefore gives the model's logits of x for free; None when there is none, or when the passes
+    run through a mixed-precision clone (its logits are not the model's)."""
+    if PRECISION != "float32":
+        return None
+    return next((r for r, recipe in enumerate(recipes) if not recipe.path and not recipe.samples), None)
+
+
 def _groups(recipes: list[Recipe], batch_size: int) -> list[list[int]]:
     """Indices of the recipes sharing model calls: in order, all guided or none, whose passes per image sum to at
     most batch_size; a recipe with more passes per image than that is a group of its own."""
@@ -301,14 +310,15 @@ class GradientEngine:
                     else _select(logits, targets, outputs[0][2])
 
             def gradients(points, targets, outputs):
-                """d f_c / d z for every point; `outputs`: (rows, output) spans, each recipe's own score."""
+                """(d f_c / d z for every point, the logits); `outputs`: (rows, output) spans, each recipe's own
+                score."""
                 with tf.GradientTape() as tape:
                     tape.watch(points)
                     logits = model(points, training=False)
                     if PRECISION == "float32":
                         score = score_of(logits, targets, outputs)
                 if PRECISION == "float32":
-                    return tape.gradient(score, points)
+                    return tape.gradient(score, points), logits
                 # Half precision: d score / d logits in float32, scaled to a largest entry of 1 per row before it
                 # enters the 16-bit network (a softmax probability's gradient, p_c (1[j = c] - p_j), underflows
                 # float16 once the logit gap passes ~17), the scale multiplied back after.
@@ -320,7 +330,7 @@ class GradientEngine:
                 scale = tf.reduce_max(tf.abs(upstream), axis=1, keepdims=True)
                 scale = tf.where(scale > 0, scale, tf.ones_like(scale))
                 grads = tape.gradient(logits, points, output_gradients=tf.cast(upstream / scale, logits.dtype))
-                return grads * tf.reshape(scale, [-1, *ones])
+                return grads * tf.reshape(scale, [-1, *ones]), logits
 
             def noisy(recipe, x, seeds, sigma, first=0, count=None):
                 """x + eps_s for samples first..first+count-1: (B, count, *shape) (only those samples' noise is
@@ -367,7 +377,8 @@ class GradientEngine:
                 return sums[1] / n if recipe.variance else sums[0] / n
 
             def together(x, targets, seeds, baselines, sigmas):
-                """Every recipe's points of the chunk in one model call."""
+                """Every recipe's points of the chunk in one model call; after the maps, the logits of x when a
+                recipe passes x itself through the float32 model (see `clean_logits`)."""
                 points, per_point, outputs, noisy_inputs, start = [], [], [], [], 0
                 for r, recipe in enumerate(recipes):
                     xs = noisy(recipe, x, seeds[:, r], sigmas[r])
@@ -377,12 +388,15 @@ class GradientEngine:
                     per_point.append(tf.repeat(targets, recipe.passes))
                     outputs.append((start, start + tf.shape(points[-1])[0], recipe.output))
                     start = outputs[-1][1]
-                grads = gradients(tf.concat(points, 0), tf.concat(per_point, 0), outputs)
+                grads, logits = gradients(tf.concat(points, 0), tf.concat(per_point, 0), outputs)
                 maps = []
                 for r, (recipe, (xs, z_shape), (first, stop, _)) in enumerate(zip(recipes, noisy_inputs, outputs)):
                     g = tf.reshape(grads[first:stop], z_shape)
                     e = sample_map(recipe, xs, baselines[r], step_sum(recipe, g, 0, len(recipe.alphas)))
                     maps.append(finish(recipe, moments(recipe, e)))
+                clean = clean_logits(recipes)
+                if clean is not None:
+                    maps.append(tf.cast(logits[outputs[clean][0]:outputs[clean][1]], tf.float32))
                 return tuple(maps)
 
             def looped(x, targets, seeds, baselines, sigmas):
@@ -396,8 +410,8 @@ class GradientEngine:
 
                     def step_block_sum(k, m):
                         z = block_points(recipe, xs, baseline, k, m)
-                        g = gradients(tf.reshape(z, [-1, *shape]), tf.repeat(per_point, m),
-                                      [(0, None, recipe.output)])
+                        g, _ = gradients(tf.reshape(z, [-1, *shape]), tf.repeat(per_point, m),
+                                         [(0, None, recipe.output)])
                         return (step_sum(recipe, tf.reshape(g, tf.shape(z)), k, m),)
 
                     summed = _fold(steps, step_block, step_block_sum, [tf.zeros_like(xs)])[0]
@@ -432,16 +446,18 @@ class GradientEngine:
         return self._functions[key]
 
     def maps_many(self, x: np.ndarray, targets: np.ndarray, recipes: list[Recipe], seeds: list,
-                  batch_size: int = 256) -> list[np.ndarray]:
+                  batch_size: int = 256, logits: bool = False):
         """Each recipe's maps of every row of x (recipe i with noise seed seeds[i]). Recipes whose passes for one
         image fit in one model call together (all guided, or none) share each chunk's call; a recipe with more
         passes per image than `batch_size` runs alone, its samples and path points looped over on the device.
-        One transfer out per chunk of images."""
+        One transfer out per chunk of images. With `logits`, returns (maps, the model's logits of x): taken from
+        the passes when a recipe sends x itself through the model (no extra forward pass), else predicted."""
         import tensorflow as tf
 
         x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
         self._computing_model()
         out: list[np.ndarray | None] = [None] * len(recipes)
+        seen_logits = None
         for group in _groups(recipes, batch_size):
             members = tuple(recipes[i] for i in group)
             if len(group) == 1:
@@ -458,7 +474,11 @@ class GradientEngine:
                             images_per_chunk, x, targets, seed_rows)
             for i, m in zip(group, maps):
                 out[i] = m
-        return out
+            if len(maps) > len(group):
+                seen_logits = maps[-1]
+        if not logits:
+            return out
+        return out, seen_logits if seen_logits is not None else self.predict_logits(x, batch_size)
 
     def maps(self, x: np.ndarray, targets: np.ndarray, recipe: Recipe, *, seed=0,
              batch_size: int = 256) -> np.ndarray:
