@@ -6,6 +6,8 @@ cascading and independent) and Sec. 4 (data randomization).
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import logging
 import time
@@ -289,7 +291,7 @@ class Comparison:
         self.image_ids = image_ids
         self.units = units
         self.reference: dict[str, np.ndarray] = {}
-        self.frames: list[pd.DataFrame] = []
+        self.rows: list[tuple] = []  # (stage, block, method, metric, repeat, values, undefined): one per image each
         self.grid_abs: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.grid_div: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         self.stage_labels: list[str] = []
@@ -297,23 +299,31 @@ class Comparison:
         self._pending: list[tuple[Stage, int, Future]] = []  # stages being compared on the unit store's worker
 
     def set_reference(self, stage: "Stage", explain) -> None:
-        """The reference maps (stage 0), explained now or loaded from a finished unit."""
+        """The reference maps (stage 0), explained now or loaded from a finished unit. A new reference is saved
+        on the worker thread, before stage 0's own unit."""
         saved = self.units.load("reference")
+        first = None
         if saved is None:
             saved = explain()
-            self.units.save("reference", saved)
+            first = functools.partial(self.units.save, "reference", saved)
         self.reference = {name: saved[name] for name in self.names}
-        self.add(stage, 0, lambda: self.reference)
+        self.add(stage, 0, lambda: self.reference, first)
 
-    def add(self, stage: "Stage", repeat: int, explain) -> None:
+    def add(self, stage: "Stage", repeat: int, explain, first=None) -> None:
         """Compare the stage's maps (explain() is called only when the unit is not finished yet). The comparison
-        and the unit's file are made on the unit store's worker thread while the caller goes on to the next
-        stage; `finish` records every stage, in order."""
+        and the unit's file (after first(), when given) are made on the unit store's worker thread while the
+        caller goes on to the next stage; `finish` records every stage, in order."""
         name = stage_unit(stage.index, repeat)
         unit = self.units.load(name)
         if unit is None:
             explained = explain()
-            job = self.units.finish_later(name, lambda: self._compare(explained, repeat))
+
+            def compute():
+                if first is not None:
+                    first()
+                return self._compare(explained, repeat)
+
+            job = self.units.finish_later(name, compute)
         else:
             job = Future()
             job.set_result(unit)
@@ -336,11 +346,8 @@ class Comparison:
         for method in self.names:
             self.checks.record_nonfinite(method, int(unit[f"nonfinite/{method}"].sum()))
             for metric in self.metric_params:
-                self.frames.append(pd.DataFrame({
-                    "model": self.cfg.model.name, "test": self.cfg.test.name, "stage": stage.index,
-                    "block": stage.block, "method": method, "metric": metric, "image": self.image_ids,
-                    "repeat": repeat, "value": unit[f"value/{method}/{metric}"],
-                    "undefined": unit[f"undefined/{method}/{metric}"]}))
+                self.rows.append((stage.index, stage.block, method, metric, repeat, unit[f"value/{method}/{metric}"],
+                                  unit[f"undefined/{method}/{metric}"]))
             if stage.index > 0:
                 changes = unit[f"maxdiff/{method}"]
                 self.max_difference[method] = max(self.max_difference.get(method, 0.0),
@@ -352,7 +359,15 @@ class Comparison:
             self.stage_labels.append(stage.block)
 
     def table(self) -> pd.DataFrame:
-        return pd.concat(self.frames, ignore_index=True)[report.METRIC_COLUMNS]
+        """One row per stage, method, metric, repeat and image (report.METRIC_COLUMNS), made in one go."""
+        n, columns = len(self.image_ids), list(zip(*self.rows))
+        per_image = {name: np.repeat(np.asarray(values, dtype=object if name in ("block", "method", "metric")
+                                                else np.int64), n)
+                     for name, values in zip(("stage", "block", "method", "metric", "repeat"), columns[:5])}
+        return pd.DataFrame({"model": self.cfg.model.name, "test": self.cfg.test.name, **per_image,
+                             "image": np.tile(self.image_ids, len(self.rows)),
+                             "value": np.concatenate(columns[5]).astype(np.float64),
+                             "undefined": np.concatenate(columns[6]).astype(bool)})[report.METRIC_COLUMNS]
 
     def grids(self, mode: str) -> dict[str, np.ndarray]:
         source = self.grid_abs if mode == "absolute" else self.grid_div
