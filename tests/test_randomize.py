@@ -201,19 +201,16 @@ def test_layer_init_uses_the_layers_own_initializers(trained_cnn):
 
 
 @pytest.mark.parametrize("init", ["layer", "truncated_normal", "uniform"])
-def test_one_traced_call_per_block_makes_the_initializers_own_seeded_draw(trained_cnn, init):
-    """The block is re-drawn in one traced call, yet each variable gets exactly what its Keras initializer gives
-    for the integer seed derive_seed(seed, index); a new seed never retraces."""
+def test_each_variable_gets_its_initializers_draw_for_its_own_seed(trained_cnn, init):
+    """Variable i of a block is exactly what its initializer draws for the integer seed derive_seed(seed, i)."""
     model = trained_cnn
     block = Block("top", ("logits", "fc1"))
-    for seed in (5, 6, 7):
+    for seed in (5, 6):
         randomize_block(model, block, seed=seed, init=init, init_std=0.05)
         for index, (layer, variable) in enumerate(block_variables(model, block)):
             initializer = randomize._initializer(layer, variable, init, 0.05, derive_seed(seed, index))
             expected = keras.ops.convert_to_numpy(initializer(variable.shape, dtype=variable.dtype))
             np.testing.assert_array_equal(variable.numpy(), expected, err_msg=f"{variable.path} seed {seed}")
-    reset = randomize._block_reset(model, block, init, 0.05, False)
-    assert reset.experimental_get_tracing_count() == 1
 
 
 def test_mlp_layer_init_uses_its_fan_in_scaled_initializer():
