@@ -40,6 +40,13 @@ def run(ctx):
                             item="image (all stages)",
                             note=f"{stages} stages (trained + {stages - 1} blocks), gradient + smoothgrad_gradient,"
                                  " spearman_abs, re-init randomization")
+    parts = cascading_breakdown(cfg, trained, runs, images, targets, grad, n * (1 + samples), ctx.size["repeats"])
+    ours_row = next(r for r in reversed(ctx.rows) if r.workload == wl and r.role == "ours")
+    ours_row.note += (f"; its parts timed apart on one thread (median of {ctx.size['repeats']}): explaining the "
+                      f"{stages} stages {parts['explain']:.3f} s, re-initialising the blocks {parts['reinit']:.3f} s, "
+                      f"comparing the stages {parts['compare']:.3f} s; the limit at one call per stage "
+                      f"({n * (1 + samples)} passes) {parts['stage_limit']:.3f} s")
+    ctx.log(f"parts     {wl}: " + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items()))
     last = table[table["stage"] == stages - 1].groupby("method")["value"].mean()
     if not ctx.has_quantus:
         ctx.rows.append(missing_row(wl, "quantus MPRT", "not installed"))
@@ -94,3 +101,50 @@ def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
         units.wait()  # the last stage's unit may still be being written on the worker thread
         units.run_dir.remove_units()
         units.release()
+
+
+def cascading_breakdown(cfg, trained, runs, images, targets, grad, stage_passes: int, repeats: int) -> dict:
+    """Where a cascading run's time goes, each part timed on its own on the main thread (the run itself overlaps
+    the comparison with the next stage's passes): explaining every stage, re-initialising the blocks, comparing
+    every stage with the reference, and the limit's passes made one call per stage (a stage's passes cannot share
+    a call with the next stage's: the weights differ)."""
+    import statistics
+    import time
+
+    from sanity_cli import config as config_checks
+    from sanity_cli import pipeline, randomize
+
+    from .measure import limit_runner
+
+    model = trained.model
+    blocks = architectures.for_config(cfg.model).blocks(model)
+    stages = pipeline.plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
+    metric_params = config_checks.metric_params(cfg)
+    trained_weights = randomize.snapshot(model)
+    per_stage = limit_runner(grad, model.input_shape[1:], stage_passes, stage_passes)
+    per_stage()  # warm-up for this shape
+    samples = {"explain": [], "reinit": [], "compare": [], "stage_limit": []}
+    for _ in range(repeats):
+        spent = dict.fromkeys(samples, 0.0)
+        reference = None
+        try:
+            for stage in stages:
+                start = time.perf_counter()
+                if stage.index:
+                    pipeline.randomize_stage(model, stage, blocks, trained_weights, cfg, 0)
+                spent["reinit"] += time.perf_counter() - start
+                start = time.perf_counter()
+                maps = pipeline.explain_all(model, runs, images, targets, cfg, stage.index, 0)
+                spent["explain"] += time.perf_counter() - start
+                reference = reference or maps
+                start = time.perf_counter()
+                pipeline.compare_stage(reference, maps, metric_params, cfg.grid_images)
+                spent["compare"] += time.perf_counter() - start
+                start = time.perf_counter()
+                per_stage()
+                spent["stage_limit"] += time.perf_counter() - start
+        finally:
+            randomize.restore(model, trained_weights)
+        for key, value in spent.items():
+            samples[key].append(value)
+    return {key: statistics.median(values) for key, values in samples.items()}
