@@ -7,7 +7,6 @@ cascading and independent) and Sec. 4 (data randomization).
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import logging
 import time
@@ -325,6 +324,8 @@ class Comparison:
 
             job = self.units.finish_later(name, compute)
         else:
+            if first is not None:  # the unit survived but what comes first did not (a damaged reference)
+                first()
             job = Future()
             job.set_result(unit)
         self._pending.append((stage, repeat, job))
@@ -360,6 +361,8 @@ class Comparison:
 
     def table(self) -> pd.DataFrame:
         """One row per stage, method, metric, repeat and image (report.METRIC_COLUMNS), made in one go."""
+        if not self.rows:
+            return pd.DataFrame(columns=report.METRIC_COLUMNS)
         n, columns = len(self.image_ids), list(zip(*self.rows))
         per_image = {name: np.repeat(np.asarray(values, dtype=object if name in ("block", "method", "metric")
                                                 else np.int64), n)
@@ -402,15 +405,21 @@ def run_model_randomization(cfg, trained, runs, images, targets, image_ids, unit
     stages = plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
     trained_weights = randomize.snapshot(model)
     comparison = Comparison(cfg, runs, image_ids, units, checks, keep_maps)
-    logits = None  # the model's logits of the images, from the passes that explain them (explain_all)
+    # The self-check compares logits computed one way throughout: from the passes that explain each stage
+    # (explain_all gives them for free), or, when this run resumes finished stages, predicted for every stage
+    # (logits from differently shaped calls differ by float rounding, which could hide an unchanged stage).
+    from_passes = not units.resuming()
+    logits = None
 
     def explain(stage: Stage, repeat: int, explained: np.ndarray):
         nonlocal logits
-        maps, logits = explain_all(model, runs, images, explained, cfg, stage.index, repeat, logits=True)
+        maps = explain_all(model, runs, images, explained, cfg, stage.index, repeat, logits=from_passes)
+        if from_passes:
+            maps, logits = maps
         return maps
 
     def logits_now() -> np.ndarray:
-        """The stage's logits: from its passes, or predicted when an earlier run had finished the stage."""
+        """The stage's logits: from its passes, or predicted (a resumed run, or a stage explained earlier)."""
         return logits if logits is not None else engine.predict_logits(images, batch_size=cfg.batch_size)
 
     comparison.set_reference(stages[0], lambda: explain(stages[0], 0, targets))

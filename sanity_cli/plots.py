@@ -256,10 +256,14 @@ def saliency_grid_figure(
         return x_in / fig_w, 1.0 - y_from_top_in / fig_h
 
     def image_cell(x_in: float, y_top_in: float, values: np.ndarray, cmap: str | None, low: float, high: float):
-        """values drawn in the cell x cell square whose top-left corner is at (x_in, y_top_in): a figure-level
-        image, not an Axes (an Axes per cell cost ~10 ms to make and draw; a run writes hundreds of cells)."""
-        box = TransformedBbox(Bbox.from_bounds(x_in / fig_w, 1.0 - (y_top_in + cell) / fig_h, cell / fig_w,
-                                               cell / fig_h), fig.transFigure)
+        """values drawn in the cell x cell square whose top-left corner is at (x_in, y_top_in), at their own
+        aspect ratio and centred (as imshow in a square Axes): a figure-level image, not an Axes (an Axes per cell
+        cost ~10 ms to make and draw; a run writes hundreds of cells)."""
+        h, w = values.shape[:2]
+        box_w, box_h = (cell, cell * h / w) if w >= h else (cell * w / h, cell)
+        left_in, bottom_in = x_in + (cell - box_w) / 2, y_top_in + (cell + box_h) / 2
+        box = TransformedBbox(Bbox.from_bounds(left_in / fig_w, 1.0 - bottom_in / fig_h, box_w / fig_w,
+                                               box_h / fig_h), fig.transFigure)
         image = BboxImage(box, cmap=cmap, norm=Normalize(low, high), origin="upper")
         image.set_data(values)
         fig.add_artist(image)
@@ -282,7 +286,7 @@ def saliency_grid_figure(
                     fig.text(*at(x_input + cell / 2, y + 1.04 * cell), wrapped_caps[i], ha="center", va="top",
                              fontsize=small)
                 if i == 0:
-                    fig.text(*at(x_input + cell / 2, y - pad_in), "input", ha="center", va="bottom",
+                    fig.text(*at(x_input + cell / 2, y - pad_in), "input", ha="center", va="baseline",
                              fontsize=font)
             # method label, right-aligned against the first stage column
             fig.text(*at(x_stage0 - 0.08, y + cell / 2), wrapped[r], ha="right", va="center", fontsize=font)
@@ -300,7 +304,7 @@ def saliency_grid_figure(
                         fig.text(*at(x + 0.3 * cell, y - 0.03 * cell), column_labels[s], rotation=45,
                                  rotation_mode="anchor", ha="left", va="bottom", fontsize=font)
                     else:
-                        fig.text(*at(x + cell / 2, y - pad_in), column_labels[s], ha="center", va="bottom",
+                        fig.text(*at(x + cell / 2, y - pad_in), column_labels[s], ha="center", va="baseline",
                                  fontsize=font)
     if title:
         fig.text(0.5, 1.0 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12)

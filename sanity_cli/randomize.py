@@ -33,7 +33,8 @@ BN_STATISTICS = ("moving_mean", "moving_variance")
 def snapshot(model: keras.Model) -> list:
     """The values of every variable (trainable and not) of the model, as tensors where the variables live: a
     read shares the variable's buffer and TensorFlow copies on write, so a later assignment never changes them
-    and taking (or restoring) a snapshot copies nothing."""
+    and taking one copies nothing (restoring copies on the device, never through the host). They stay in the
+    device's memory beside the randomized weights."""
     import tensorflow as tf
 
     return [tf.identity(v.value) for v in model.variables]

@@ -43,6 +43,10 @@ class UnitStore:
             self.log(f"resume: {done} finished units in {self.dir}; skipping them")
         return done
 
+    def resuming(self) -> bool:
+        """Whether an earlier run of this directory finished some units (checked before this run saves any)."""
+        return any(self.dir.glob("*.npz"))
+
     def check_inputs(self, inputs: dict) -> None:
         """The explained images, target classes and models must be those of the interrupted run (a resumed run
         whose data source or model changed would silently mix two experiments)."""

@@ -137,12 +137,9 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test, o
     assert all(np.array_equal(a, b) for a, b in zip(randomize.snapshot(model), trained))
 
 
-@pytest.mark.parametrize("method, separate_passes", [("gradient", 0), ("smoothgrad", 5)])
-def test_a_stages_logits_check_reuses_its_gradient_passes(tmp_path, monkeypatch, method, separate_passes):
-    """The self-check that randomizing a block changed the logits reads them from the passes that explain the
-    stage when a method sends the images themselves through the model (no forward pass of its own); with
-    SmoothGrad alone each of the 5 stages (trained + 4 blocks) predicts them. Either way every stage is checked
-    against the right logits: the previous stage's, or the trained model's."""
+def _cascading_run(tmp_path, monkeypatch, method: str):
+    """A callable running the CNN's cascading test on 3 random images into tmp_path (resumable), recording every
+    separate logits prediction and every self-check's (before, after, the model's own logits at that moment)."""
     import keras
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -161,29 +158,45 @@ def test_a_stages_logits_check_reuses_its_gradient_passes(tmp_path, monkeypatch,
     keras.utils.set_random_seed(0)
     model = models.mnist_cnn()
     engine = methods.engine.engine_for(model)
+    images = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
     predicted, compared = [], []
     real_predict = type(engine).predict_logits
     monkeypatch.setattr(type(engine), "predict_logits",
                         lambda self, x, batch_size=256: predicted.append(1) or real_predict(self, x, batch_size))
-    checks = SelfChecks(lambda *_: None)
-    real_check = checks.check_stage
 
-    def check(unit, block, before, after):
-        compared.append((before, after, model(images, training=False).numpy()))
-        return real_check(unit, block, before, after)
+    def run():
+        predicted.clear()
+        compared.clear()
+        checks = SelfChecks(lambda *_: None)
+        real_check = checks.check_stage
 
-    monkeypatch.setattr(checks, "check_stage", check)
-    images = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
-    trained_logits = model(images, training=False).numpy()
-    units = UnitStore(tmp_path, "fingerprint", log=lambda *_: None)
-    units.open()
-    try:
-        pipeline.run_model_randomization(cfg, training.TrainedModel(model, "k", "true"),
-                                         pipeline.applicable_methods(cfg, model), images, np.array([1, 2, 3]),
-                                         np.arange(3), units, checks)
-    finally:
-        units.wait()
-        units.release()
+        def check(unit, block, before, after):
+            compared.append((before, after, model(images, training=False).numpy()))
+            return real_check(unit, block, before, after)
+
+        checks.check_stage = check
+        units = UnitStore(tmp_path, "fingerprint", log=lambda *_: None)
+        units.open()
+        try:
+            pipeline.run_model_randomization(cfg, training.TrainedModel(model, "k", "true"),
+                                             pipeline.applicable_methods(cfg, model), images, np.array([1, 2, 3]),
+                                             np.arange(3), units, checks)
+        finally:
+            units.wait()
+            units.release()
+        return checks
+
+    return run, predicted, compared, model(images, training=False).numpy()
+
+
+@pytest.mark.parametrize("method, separate_passes", [("gradient", 0), ("smoothgrad", 5)])
+def test_a_stages_logits_check_reuses_its_gradient_passes(tmp_path, monkeypatch, method, separate_passes):
+    """The self-check that randomizing a block changed the logits reads them from the passes that explain the
+    stage when a method sends the images themselves through the model (no forward pass of its own); with
+    SmoothGrad alone each of the 5 stages (trained + 4 blocks) predicts them. Either way every stage is checked
+    against the right logits: the previous stage's, or the trained model's."""
+    run, predicted, compared, trained_logits = _cascading_run(tmp_path, monkeypatch, method)
+    checks = run()
     assert len(predicted) == separate_passes
     assert len(compared) == 4 and all(checks.stages_changed_logits.values())
     np.testing.assert_allclose(compared[0][0], trained_logits, rtol=1e-5, atol=1e-6)
@@ -191,6 +204,26 @@ def test_a_stages_logits_check_reuses_its_gradient_passes(tmp_path, monkeypatch,
         np.testing.assert_allclose(after, now, rtol=1e-5, atol=1e-6)  # the randomized model's own logits
         if k:
             np.testing.assert_array_equal(before, compared[k - 1][1])  # cascading: against the previous stage
+
+
+def test_a_resumed_run_predicts_every_stages_logits_and_repairs_a_damaged_reference(tmp_path, monkeypatch):
+    """Logits from differently shaped calls differ by float rounding, which could hide a stage whose
+    randomization changed nothing: a resumed run takes every stage's logits one way (predicted), never mixing
+    them with those of the passes. A damaged reference unit is explained and saved again even though stage 0's
+    own unit survived."""
+    run, predicted, compared, trained_logits = _cascading_run(tmp_path, monkeypatch, "gradient")
+    run()
+    assert not predicted
+    units = tmp_path / "units"
+    (units / "stage-04-repeat-0.npz").unlink()
+    (units / "reference.npz").write_bytes(b"damaged")
+    checks = run()
+    assert len(predicted) == 5  # the trained model's and each of the 4 stages' (3 of them finished before)
+    assert len(compared) == 4 and all(checks.stages_changed_logits.values())
+    np.testing.assert_allclose(compared[0][0], trained_logits, rtol=1e-5, atol=1e-6)
+    with np.load(units / "reference.npz") as saved:  # saved again, readable
+        assert saved["gradient"].shape == (3, 28, 28, 1)
+    assert (units / "stage-04-repeat-0.npz").exists()
 
 
 def test_independent_restores_between_stages(sanity, tmp_path):

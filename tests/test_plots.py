@@ -284,3 +284,24 @@ def test_one_grid_per_image_fits_a_screen_and_marks_constant_maps(tmp_path):
         plots._save = real_save
     texts = [t.get_text() for t in captured[0].texts]
     assert texts.count("constant\nmap") == 1 and isinstance(captured[0], Figure)
+
+
+def test_grid_cells_keep_the_images_aspect_ratio():
+    """A cell shows its image at the image's own aspect ratio, centred in the square cell (as imshow in a square
+    Axes did): a 20 x 40 input and its maps are drawn twice as wide as high, not stretched to a square."""
+    from matplotlib.image import BboxImage
+
+    rng = np.random.default_rng(5)
+    fig = plots.saliency_grid_figure(rng.random((1, 20, 40, 1)), {"m": rng.random((1, 2, 20, 40))},
+                                     ["trained", "logits"], "absolute")
+    cells = [a for a in fig.artists if isinstance(a, BboxImage)]
+    assert len(cells) == 3  # the input and two stages
+    width, height = fig.get_size_inches()
+    for cell in cells:
+        box = cell.bbox._bbox  # figure fractions
+        assert box.width * width == pytest.approx(2 * box.height * height, rel=1e-9)
+    square = plots.saliency_grid_figure(rng.random((1, 8, 8, 1)), {"m": rng.random((1, 2, 8, 8))},
+                                        ["trained", "logits"], "absolute")
+    box = next(a for a in square.artists if isinstance(a, BboxImage)).bbox._bbox
+    w, h = square.get_size_inches()
+    assert box.width * w == pytest.approx(box.height * h, rel=1e-9)

@@ -62,7 +62,8 @@ def explain_many(model, images: np.ndarray, targets: np.ndarray, requests, batch
     for each. The gradient-based methods and the noise tunnels over them share each chunk's model calls
     (engine.maps_many: one forward+backward pass for all of them when their passes per image fit in batch_size);
     Grad-CAM, the controls and custom methods run one by one. With `logits`, returns (maps, the model's logits of
-    the images), taken from the gradient passes where one sends the images themselves through the model."""
+    the images), taken from the gradient passes where one sends the images themselves through the model (at
+    float32; predicted otherwise)."""
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int32)
     resolved = [(name, get(kind), resolve_params(name, get(kind), dict(params or {}), input_range), seed)

@@ -3,7 +3,8 @@
 A recipe's passes take d f_c / d x, where f_c is the target class's pre-softmax logit (output='logit', the
 paper's choice) or its softmax probability. `GradientEngine.maps_many` runs several recipes on the same images:
 noise, path points, passes and per-image sums happen on the device, one traced function per group of recipes
-(and XLA / precision setting), one array per recipe back per chunk of images. Weights are read from the
+(and XLA / precision setting), one array per recipe back per chunk of images (and, at float32, the logits of
+the images when a recipe passes them through the model as they are). Weights are read from the
 model's variables at call time, so in-place randomization never retraces. The loops are explicit (Python loops
 unrolled at trace time, tf.while_loop where the count is large), so the functions are traced without AutoGraph,
 whose source transformation took 1.5 s of a smoke run.
@@ -198,7 +199,7 @@ def _baseline(recipe: Recipe, shape) -> np.ndarray:
 def image_seeds(seed, n: int) -> np.ndarray:
     """(n, 2) int32 seeds of the stateless noise of images 0..n-1: numpy's SeedSequence(seed + [i]), so each
     image's noise depends on the run's seed (a number or a list) and its index only. Read-only; remembered, as
-    every stage of a run asks for the same ones (~45 us per image)."""
+    the stages of a run ask for the same ones (~45 us per image) unless a method reseeds per stage."""
     return _image_seeds(tuple(int(v) for v in np.atleast_1d(seed)), int(n))
 
 
@@ -299,7 +300,8 @@ class GradientEngine:
 
     def _maps_function(self, recipes: tuple[Recipe, ...], sample_block: int, step_block: int) -> Callable:
         """The traced function of a group of recipes sharing each chunk's model calls: fn(x, targets, seeds
-        (B, R, 2), baselines (R, 1, *shape), sigmas (R,)) -> one map per recipe. Several recipes (their passes
+        (B, R, 2), baselines (R, 1, *shape), sigmas (R,)) -> one map per recipe, then the logits of x when
+        `clean_logits` names a recipe. Several recipes (their passes
         for one image fit in one call together) send all their points through one forward+backward pass; a
         single recipe loops over blocks of `sample_block` samples x `step_block` path points."""
         key = ("maps", recipes, sample_block, step_block, JIT_COMPILE, PRECISION)
@@ -458,7 +460,8 @@ class GradientEngine:
         image fit in one model call together (all guided, or none) share each chunk's call; a recipe with more
         passes per image than `batch_size` runs alone, its samples and path points looped over on the device.
         One transfer out per chunk of images. With `logits`, returns (maps, the model's logits of x): taken from
-        the passes when a recipe sends x itself through the model (no extra forward pass), else predicted."""
+        the passes when a recipe sends x itself through the float32 model (no extra forward pass), else
+        predicted."""
         import tensorflow as tf
 
         x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)

@@ -84,8 +84,8 @@ def run(ctx):
 
 def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
     """sanity's real cascading loop, pipeline.run_model_randomization, returning its metrics table. Each call
-    gets a fresh, empty unit store, so no stage is ever skipped as already done; its saving cost (and the
-    self-checks' logits pass per stage) is part of the measured time."""
+    gets a fresh, empty unit store, so no stage is ever skipped as already done; its saving cost is part of the
+    measured time (the self-check's logits come from the gradient passes here)."""
     from sanity_cli import pipeline
     from sanity_cli.checks import SelfChecks
     from sanity_cli.rundir import config_fingerprint
