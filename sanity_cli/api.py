@@ -36,7 +36,8 @@ class Result:
 
     def plot(self, image: int = 0):
         """The saliency grid of one explained image (methods x stages, the absolute maps normalised as the paper's)
-        as a matplotlib Figure; the run's signed grids are its grid_diverging_K.png files (save())."""
+        as a matplotlib Figure (its cells are figure-level images and texts, not Axes); the run's signed grids are
+        its grid_diverging_K.png files (save())."""
         from .plots import saliency_grid_figure
 
         maps = {name: m[image:image + 1] for name, m in self.maps.items()}

@@ -5,6 +5,7 @@ workloads."""
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,10 @@ def test_tiny_end_to_end_mnist(tmp_path):
     workloads = {row["workload"] for row in written}
     assert {"a_smoothgrad4_mnist_cnn", "b_ig4_mnist_cnn"} <= workloads
     assert any(w.startswith("c_cascading") for w in workloads) and any(w.startswith("d_metric") for w in workloads)
+    cascading = next(row for row in written if row["workload"].startswith("c_cascading") and row["system"].startswith(
+        "sanity"))
+    assert re.search(r"explaining the 5 stages [0-9.]+ s, re-initialising the blocks [0-9.]+ s, comparing the stages "
+                     r"[0-9.]+ s; the limit stage by stage", cascading["note"]), cascading["note"]
     ours = [row for row in written if row["system"].startswith("sanity") and row["workload"].startswith("a_")]
     assert ours and float(ours[0]["ratio_to_limit"]) > 0
     peers = [row for row in written if "saliency" in row["system"] or "quantus" in row["system"]]
