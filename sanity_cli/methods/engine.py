@@ -464,9 +464,9 @@ class GradientEngine:
         """Each recipe's maps of every row of x (recipe i with noise seed seeds[i]). Recipes whose passes for one
         image fit in one model call together (all guided, or none) share each chunk's call; a recipe with more
         passes per image than `batch_size` runs alone, its samples and path points looped over on the device.
-        One transfer out per chunk of images. With `logits`, returns (maps, the model's logits of x): taken from
-        the passes when a recipe sends x itself through the float32 model (no extra forward pass), else
-        predicted."""
+        One transfer out per chunk of images. With `logits`, returns (maps, the model's logits of x from the
+        passes of a recipe that sends x itself through the float32 model, or None when none does; explain_many
+        predicts them then)."""
         import tensorflow as tf
 
         x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
@@ -493,7 +493,7 @@ class GradientEngine:
                 seen_logits = maps[-1]
         if not logits:
             return out
-        return out, seen_logits if seen_logits is not None else self.predict_logits(x, batch_size)
+        return out, seen_logits
 
     def maps(self, x: np.ndarray, targets: np.ndarray, recipe: Recipe, *, seed=0,
              batch_size: int = 256) -> np.ndarray:
