@@ -45,6 +45,8 @@ class Architecture:
     builder: str                     # "module:function" returning the Keras model (keyword arguments: the config's)
     block_lister: str                # "module:function" model -> list[Block], output first
     image_size: int                  # height = width of its input images
+    penalised: tuple[str, ...] = ()  # layers whose kernels train.l2 penalises (the released CNN's --reg: conv1,
+                                     # conv2, fc1; never biases or the logits kernel)
 
     def build(self, **kwargs):
         return _resolve(self.builder)(**kwargs)
@@ -58,6 +60,15 @@ class Architecture:
 
     def default_gradcam_layer(self, model) -> str | None:
         return self.gradcam_layer
+
+    def penalised_layer_names(self, model) -> list[str]:
+        return list(self.penalised)
+
+    def penalised_kernels(self, model) -> list:
+        """The kernel variables train.l2 penalises."""
+        from .randomize import find_layer
+
+        return [find_layer(model, name).kernel for name in self.penalised_layer_names(model)]
 
     outputs_logits = True  # the model's outputs are pre-softmax logits (training uses from_logits)
 
@@ -94,9 +105,9 @@ class Architecture:
 ARCHITECTURES = {arch.name: arch for arch in (
     # the released code's CNN (conv-pool, conv-pool, fc1024, logits) and MLP (fc2500, fc1500, fc500, logits)
     Architecture("mnist_cnn", "digits", (0.0, 1.0), "conv2", True, "sanity_cli.models:mnist_cnn",
-                 "sanity_cli.models:layer_blocks", 28),
+                 "sanity_cli.models:layer_blocks", 28, penalised=("conv1", "conv2", "fc1")),
     Architecture("mnist_mlp", "digits", (0.0, 1.0), None, True, "sanity_cli.models:mnist_mlp",
-                 "sanity_cli.models:layer_blocks", 28),
+                 "sanity_cli.models:layer_blocks", 28, penalised=("fc1", "fc2", "fc3")),
     # Keras InceptionV3 with ImageNet weights, Inception preprocessing x / 127.5 - 1, the paper's 17 blocks
     Architecture("inception", "photos", (-1.0, 1.0), "mixed10", False, "sanity_cli.inception:build",
                  "sanity_cli.inception:blocks", 299),
@@ -146,6 +157,12 @@ class KerasFile(Architecture):
         from .user_model import blocks
 
         return blocks(model, dict(self.block_spec) or None)
+
+    def penalised_layer_names(self, model) -> list[str]:
+        """Every layer with a kernel but the last one (the output layer), as the released CNN's penalty."""
+        from .randomize import leaf_layers
+
+        return [layer.name for layer in leaf_layers(model) if getattr(layer, "kernel", None) is not None][:-1]
 
     def default_gradcam_layer(self, model) -> str | None:
         """The last layer with a 4-D output."""

@@ -23,6 +23,7 @@ from .report import VERDICT_RULES
 from .training import TrainSettings, normalize_labels_mode
 
 TARGETS = ("predicted", "label", "predicted_per_stage")
+IMAGE_CHOICES = ("random", "first")
 DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
 PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights", "model.path")
 
@@ -51,7 +52,7 @@ def _data_path(cfg: DictConfig, exists, needs: str, wrong: str) -> None:
 
 
 def train_settings(cfg: DictConfig) -> TrainSettings:
-    """`train.*`, with `model.train.*` (model=keras: optimizer, learning_rate, epochs, batch_size,
+    """`train.*`, with `model.train.*` (model=keras: optimizer, learning_rate, epochs, batch_size, l2,
     target_accuracy, max_epochs) taking precedence where set."""
     t = cfg.train
     own = cfg.model.get("train") or {}
@@ -67,6 +68,8 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
             permuted_target_accuracy=float(pick("target_accuracy", t.permuted.target_accuracy)),
             permuted_max_epochs=int(pick("max_epochs", t.permuted.max_epochs)),
             validation_images=int(t.get("validation_images") or 0),
+            validation_from=str(t.get("validation_from") or "start"),
+            l2=float(pick("l2", t.get("l2") or 0.0)),
             optimizer=str(pick("optimizer", "adam")))
     except (TypeError, ValueError) as err:
         raise SanityError(f"train settings must be numbers ({err})") from None
@@ -136,6 +139,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("precision", "float32") not in methods.engine.PRECISIONS:
         raise SanityError(f"precision must be one of {', '.join(methods.engine.PRECISIONS)}, got "
                           f"{cfg.get('precision')!r}")
+    if cfg.get("image_choice", "random") not in IMAGE_CHOICES:
+        raise SanityError(f"image_choice must be one of {', '.join(IMAGE_CHOICES)}, got {cfg.image_choice!r}")
     if cfg.target not in TARGETS:
         raise SanityError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
     if cfg.verdict.get("rule") not in VERDICT_RULES:

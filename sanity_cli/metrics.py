@@ -68,8 +68,10 @@ _PERCENTILE = 99.0
 # paper: the metric's own (normalize_absolute, or normalize_diverging for `spearman`); signed: normalize_diverging;
 # second_moment: a / sqrt(mean(a^2)) (Binder et al. 2023; Hedström et al. 2023; Quantus'
 # normalise_by_average_second_moment_estimate), of |a| for the metrics on absolute maps; raw: the values as they
-# are, every channel (only for the histogram metric, entropy_rise, where it is the default, as in Quantus' eMPRT).
-NORMALISATIONS = ("paper", "signed", "second_moment", "raw")
+# are, every channel (only for the histogram metric, entropy_rise, where it is the default, as in Quantus' eMPRT);
+# max: |a| / max |a| (a / max |a| for signed maps), no clipping: the released notebooks' abs_grayscale_norm and
+# diverging_norm of a 2-D map.
+NORMALISATIONS = ("paper", "signed", "second_moment", "max", "raw")
 ENTROPY_BINS = 100  # Quantus' discrete_entropy default
 # values per map times map pairs per chunk in ``compare``: small enough to stay in the CPU cache
 _CHUNK_ELEMENTS = 1 << 14  # 20 pairs of 28x28 maps; one pair of 299x299 maps
@@ -478,7 +480,7 @@ def check_params(metric: str, params: dict) -> None:
         raise SanityError(f"unknown parameter(s) {', '.join(unknown)} of metric {metric}; supported: "
                           f"{', '.join(spec.params)}")
     normalisation = params.get("normalisation") or spec.default_normalisation
-    allowed = NORMALISATIONS if spec.features == "histogram" else NORMALISATIONS[:-1]
+    allowed = NORMALISATIONS if spec.features == "histogram" else tuple(n for n in NORMALISATIONS if n != "raw")
     if normalisation not in allowed:
         raise SanityError(f"metric.{metric}.normalisation must be one of {', '.join(allowed)}, "
                           f"got {normalisation!r}")
@@ -568,6 +570,9 @@ def _normalise(both: np.ndarray, spec: Metric, normalisation: str) -> np.ndarray
     if normalisation == "signed":
         return _normalize_diverging(both)
     m = _channel_sum(both, absolute=spec.normalise == "absolute")
+    if normalisation == "max":
+        peak = np.abs(m.reshape(m.shape[0], -1)).max(axis=1)
+        return (m / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
     rms = np.sqrt((m.reshape(m.shape[0], -1) ** 2).mean(axis=1))
     return (m / np.where(rms > 0, rms, 1.0)[:, None, None]).astype(np.float32)
 
@@ -577,7 +582,7 @@ def _compare_chunk(both: np.ndarray, metric: str, ppc, normalisation: str = "pap
     spec, k = METRICS[metric], both.shape[0] // 2
     norm = _normalise(both, spec, normalisation)
     if spec.statistic == "ssim":
-        if normalisation == "paper":  # maps in [0, 1]
+        if normalisation in ("paper", "max"):  # maps in [0, 1]
             return _ssim_batch(norm[:k], norm[k:], data_range=1.0).astype(np.float64), np.zeros(k, dtype=bool)
         if normalisation == "signed":  # maps in [-1, 1]: SSIM with a data range of 2
             shifted, scale = (norm + 1.0) / 2.0, np.ones((k, 1, 1))

@@ -80,13 +80,16 @@ def load_data(cfg: DictConfig) -> data_sources.Dataset:
                                      data_dir=cfg.data.data_dir, log=log)
 
 
-def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int) -> np.ndarray:
-    """Indices of the explained test images: a seeded sample without replacement, in ascending order."""
+def choose_images(dataset: data_sources.Dataset, n_images: int, seed: int, choice: str = "random") -> np.ndarray:
+    """Indices of the explained test images: a seeded sample without replacement, in ascending order, or the
+    first n_images (choice='first', as the released notebooks' x_test[:10])."""
     if dataset.name == "images":  # a folder of photos: explain each of them, up to n_images
         return np.arange(min(n_images, len(dataset.x_test)))
     if n_images > len(dataset.x_test):
         raise SanityError(f"n_images={n_images} but the test split has only {len(dataset.x_test)} images; "
                           f"lower n_images")
+    if choice == "first":
+        return np.arange(n_images)
     rng = np.random.default_rng([seed, 1])
     return np.sort(rng.choice(len(dataset.x_test), size=n_images, replace=False))
 
@@ -591,7 +594,7 @@ def run(cfg: DictConfig, run_dir: Path | RunDir, validated: bool = False, collec
         log(f"device: {device_summary()}")
         with timer.phase("data"):
             dataset = load_data(cfg)
-            image_ids = choose_images(dataset, cfg.n_images, cfg.seed)
+            image_ids = choose_images(dataset, cfg.n_images, cfg.seed, cfg.get("image_choice", "random"))
             shown, labels = dataset.x_test[image_ids], dataset.y_test[image_ids]
             images = architectures.for_config(cfg.model).to_model_space(shown)
         with timer.phase("model"):

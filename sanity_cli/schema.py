@@ -25,6 +25,8 @@ class Training:
     learning_rate: float = MISSING
     max_train_images: Optional[int] = None
     validation_images: int = 0
+    validation_from: str = "start"
+    l2: float = 0.0
     permuted: PermutedTraining = field(default_factory=PermutedTraining)
 
 
@@ -46,6 +48,7 @@ class SanityConfig:
     experiment: Any = None
     seed: int = MISSING
     n_images: int = MISSING
+    image_choice: str = "random"
     batch_size: int = MISSING
     jit_compile: bool = False
     precision: str = "float32"

@@ -6,6 +6,7 @@ The key hashes everything that determines the trained weights, so a changed sett
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,7 +23,11 @@ from .io import atomic_path, write_json
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-TRAINING_VERSION = 2  # 2: a new seeded sample order every epoch, stop on the measured accuracy (cache key)
+# 2: a new seeded sample order every epoch, stop on the measured accuracy; 3: the released recipe's L2 penalty
+# (train.l2), its held-out split (train.validation_from) and TensorFlow 1's Adam epsilon, 1e-8 (cache key)
+TRAINING_VERSION = 3
+VALIDATION_FROM = ("start", "end")
+ADAM_EPSILON = 1e-8  # tf.train.AdamOptimizer's default, which the released code used (Keras' is 1e-7)
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,10 @@ class TrainSettings:
     max_train_images: int | None
     permuted_target_accuracy: float
     permuted_max_epochs: int
-    validation_images: int = 0          # held out of the end of the training split (released code: 5,000)
+    validation_images: int = 0          # held out of the training split (released code: the first 5,000)
     optimizer: str = "adam"             # adam | sgd | rmsprop (model=keras: model.train.optimizer)
+    l2: float = 0.0                     # loss + l2 * sum(w^2) / 2 over the architecture's penalised kernels
+    validation_from: str = "start"      # where the held-out images come from: the split's start (released) or end
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -52,6 +59,11 @@ class TrainSettings:
             raise SanityError(f"train.permuted.max_epochs must be >= 1, got {self.permuted_max_epochs}")
         if self.validation_images < 0:
             raise SanityError(f"train.validation_images must be >= 0, got {self.validation_images}")
+        if not self.l2 >= 0:
+            raise SanityError(f"train.l2 must be a number >= 0 (0: no penalty), got {self.l2}")
+        if self.validation_from not in VALIDATION_FROM:
+            raise SanityError(f"train.validation_from must be one of {', '.join(VALIDATION_FROM)}, got "
+                              f"{self.validation_from!r}")
         if self.optimizer not in OPTIMIZERS:
             raise SanityError(f"model.train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
@@ -99,6 +111,8 @@ def cache_key(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSet
         "arch_version": models.ARCHITECTURE_VERSION,
         "training_version": TRAINING_VERSION,
         "validation_images": settings.validation_images,
+        "validation_from": settings.validation_from if settings.validation_images else None,
+        "l2": settings.l2,
         "data": dataset.name,
         "data_fingerprint": fingerprint(dataset),
         "labels": labels,
@@ -131,12 +145,21 @@ def used_split(dataset: Dataset, settings: TrainSettings):
     return dataset.x_train[: settings.max_train_images], dataset.y_train[: settings.max_train_images]
 
 
+def held_out(n: int, settings: TrainSettings) -> slice:
+    """The held-out images' place in the used training split: its first validation_images (the released code's
+    x_train[:5000]) or its last."""
+    k = settings.validation_images
+    return slice(0, k) if settings.validation_from == "start" else slice(n - k, n)
+
+
 def training_arrays(dataset: Dataset, labels: str, seed: int, settings: TrainSettings):
-    """(x, y) the model is fitted on: the used split less its last validation_images, with the labels
+    """(x, y) the model is fitted on: the used split less its held-out images (held_out), with the labels
     permuted once (seeded) for labels='permuted'."""
     x, y = used_split(dataset, settings)
     if settings.validation_images:
-        x, y = x[: -settings.validation_images], y[: -settings.validation_images]
+        keep = np.ones(len(x), bool)
+        keep[held_out(len(x), settings)] = False
+        x, y = x[keep], y[keep]
     if len(x) == 0:
         raise SanityError(f"no training images left after holding out train.validation_images="
                           f"{settings.validation_images}; lower it")
@@ -146,17 +169,30 @@ def training_arrays(dataset: Dataset, labels: str, seed: int, settings: TrainSet
 
 
 def validation_arrays(dataset: Dataset, settings: TrainSettings):
-    """The held-out images (true labels) at the end of the used training split, or None."""
+    """The held-out images (true labels) of the used training split (held_out), or None."""
     if not settings.validation_images:
         return None
     x, y = used_split(dataset, settings)
-    return x[-settings.validation_images:], y[-settings.validation_images:]
+    return x[held_out(len(x), settings)], y[held_out(len(x), settings)]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The sample order of one epoch: a fresh seeded permutation every epoch. (Keras' fit(shuffle=True) after
     set_random_seed shows the same order in every epoch; a network then learns the sequence, not the data.)"""
     return np.random.default_rng([int(seed), 2, int(epoch)]).permutation(n)
+
+
+def penalise(model, arch, l2: float) -> int:
+    """The released CNN's `--reg` penalty: loss + l2 * sum over the architecture's penalised kernels of
+    tf.nn.l2_loss(W) = sum(W^2) / 2 (Keras' L2(l2 / 2) on each kernel variable; never on biases or the logits
+    kernel). The regularizer is set on the variables, not in the layers' config, so the saved model carries no
+    penalty. Returns how many kernels are penalised."""
+    import keras
+
+    kernels = arch.penalised_kernels(model) if l2 > 0 else []
+    for kernel in kernels:
+        kernel.regularizer = keras.regularizers.L2(l2 / 2)
+    return len(kernels)
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
@@ -226,16 +262,22 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
     if state is None:
         keras.utils.set_random_seed(seed)
         model = arch.build_untrained(seed)
-        optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+        optimizer = {"adam": functools.partial(keras.optimizers.Adam, epsilon=ADAM_EPSILON),
+                     "sgd": keras.optimizers.SGD,
                      "rmsprop": keras.optimizers.RMSprop}[settings.optimizer](settings.learning_rate)
+        penalise(model, arch, settings.l2)
         model.compile(optimizer=optimizer, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=arch.outputs_logits))
         history: list[dict] = []
     else:
         model, history = state
+        penalise(model, arch, settings.l2)  # the saved checkpoint carries no penalty
         log(f"train: resuming from the checkpoint after epoch {len(history)}")
-    goal = f"until train accuracy >= {target}" if permuted else ""
-    log(f"train: {arch.name} on {dataset.name} with {labels} labels, {len(x)} images, up to {max_epochs} epochs {goal}")
+    goal = f" until train accuracy >= {target}" if permuted else ""
+    penalty = f", L2 penalty {settings.l2:g} x sum(w^2)/2 on {', '.join(arch.penalised_layer_names(model))}" \
+        if settings.l2 > 0 else ""
+    log(f"train: {arch.name} on {dataset.name} with {labels} labels, {len(x)} images, batch {settings.batch_size}, "
+        f"up to {max_epochs} epochs{goal}{penalty}")
     verbose = 1 if sys.stderr.isatty() else 2
     reached = bool(history) and target is not None and history[-1]["train_accuracy"] >= target
     for epoch in range(len(history), max_epochs):
@@ -266,9 +308,9 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
         "test_accuracy": accuracy(model, arch.to_model_space(dataset.x_test), dataset.y_test),
         "train_seconds": round(sum(row["seconds"] for row in history), 2),
     }
-    held_out = validation_arrays(dataset, settings)
-    if held_out is not None:
-        info["validation_accuracy"] = accuracy(model, arch.to_model_space(held_out[0]), held_out[1])
+    validation = validation_arrays(dataset, settings)
+    if validation is not None:
+        info["validation_accuracy"] = accuracy(model, arch.to_model_space(validation[0]), validation[1])
     if permuted:
         info["target_accuracy"] = float(target)
         info["memorised"] = bool(train_acc >= target)

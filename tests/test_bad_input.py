@@ -45,6 +45,11 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "data.path=123"], ["data.path must be a path"]),
     (["run", "cache_dir=123"], ["cache_dir must be a path"]),
     (["run", "metric.spearman_abs.normalisation=zscore"], ["metric.spearman_abs.normalisation must be one of"]),
+    # issue 24: the released recipe's settings
+    (["run", "image_choice=last"], ["image_choice must be one of random, first"]),
+    (["run", "train.l2=-0.001"], ["train.l2 must be a number >= 0"]),
+    (["run", "train.l2=strong"], ["train.l2"]),
+    (["run", "train.validation_from=middle"], ["train.validation_from must be one of start, end"]),
 ])
 def test_bad_input_matrix(sanity, tmp_path, args, fragments):
     """Each case: one line, exit 2, no traceback, and the earlier finished run (results/earlier run) and

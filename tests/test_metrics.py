@@ -420,3 +420,29 @@ def test_normalisations_by_hand():
     assert (flipped < 0.5).all() and np.allclose(same, 1.0)
     with pytest.raises(SanityError, match="normalisation must be one of paper, signed, second_moment"):
         compare(a, a, "ssim", normalisation="zscore")
+
+
+def test_max_normalisation_is_the_notebooks_abs_grayscale_norm():
+    """normalisation=max: |m| / max |m| (m / max |m| signed), unclipped, as the released notebooks' abs_grayscale_norm
+    and diverging_norm of a 2-D map. Spearman of it is scipy's Spearman of the raw |maps| (no ties from clipping,
+    unlike the paper's 99th-percentile scaling); SSIM is skimage's on |m| / max |m| with data range 1."""
+    from sanity_cli.metrics import METRICS, _normalise
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_t(df=2, size=(2, 5, 28, 28))
+    normed = _normalise(a, METRICS["spearman_abs"], "max")
+    np.testing.assert_allclose(normed, (np.abs(a) / np.abs(a).reshape(5, -1).max(axis=1)[:, None, None]),
+                               rtol=1e-6)
+    signed = _normalise(a, METRICS["spearman"], "max")
+    np.testing.assert_allclose(signed, a / np.abs(a).reshape(5, -1).max(axis=1)[:, None, None], rtol=1e-6)
+    values, _ = compare(a, b, "spearman_abs", normalisation="max")
+    expected = [stats.spearmanr(np.abs(x).ravel(), np.abs(y).ravel())[0] for x, y in zip(a, b)]
+    np.testing.assert_allclose(values, expected, atol=1e-12)
+    clipped, _ = compare(a, b, "spearman_abs")  # the paper's scaling ties the top 1% of pixels: other ranks
+    assert np.abs(clipped - values).max() > 1e-4
+    values, _ = compare(a, b, "spearman", normalisation="max")
+    np.testing.assert_allclose(values, [stats.spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(a, b)], atol=1e-12)
+    values, _ = compare(a, b, "ssim", normalisation="max")
+    scale = lambda m: (np.abs(m) / np.abs(m).max()).astype(np.float32)  # noqa: E731
+    np.testing.assert_allclose(values, [structural_similarity(scale(x), scale(y), data_range=1.0)
+                                        for x, y in zip(a, b)], atol=1e-6)

@@ -329,3 +329,14 @@ def test_default_run_gives_the_papers_verdicts(sanity, tmp_path):
     assert verdict.loc["guided_gradcam", "verdict"] in ("FAIL", "INCONCLUSIVE")
     assert set(verdict.loc[["sobel", "random"], "verdict"]) == {"reference"}
     assert "reference rows (" in result.stdout
+
+
+def test_image_choice_first_takes_the_test_splits_first_images():
+    """image_choice=first: x_test[:n], as the released notebooks' demo batch; random: a seeded sorted sample."""
+    from sanity_cli.data import load_dataset
+    from sanity_cli.pipeline import choose_images
+
+    data = load_dataset("mnist", "bundled", log=lambda line: None)
+    np.testing.assert_array_equal(choose_images(data, 10, 0, "first"), np.arange(10))
+    sample = choose_images(data, 10, 0)
+    assert len(set(sample)) == 10 and list(sample) == sorted(sample) and not np.array_equal(sample, np.arange(10))

@@ -8,6 +8,7 @@ asserted. Every model cache lives in tmp_path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -282,6 +283,55 @@ def test_cache_key_stable_for_equal_inputs(small):
 def test_cache_key_changes_with_shared_settings(small, labels, change):
     base = cache_key("mnist_cnn", small, labels, 0, settings())
     assert cache_key("mnist_cnn", small, labels, 0, settings(**change)) != base
+
+
+@pytest.mark.parametrize("labels", ["true", "permuted"])
+def test_cache_key_changes_with_the_l2_penalty_and_the_held_out_split(small, labels):
+    base = cache_key("mnist_cnn", small, labels, 0, settings(validation_images=10))
+    assert cache_key("mnist_cnn", small, labels, 0, settings(validation_images=10, l2=0.001)) != base
+    assert cache_key("mnist_cnn", small, labels, 0, settings(validation_images=10, validation_from="end")) != base
+    # with nothing held out, where it would come from does not matter
+    assert cache_key("mnist_cnn", small, labels, 0, settings(validation_from="end")) == \
+        cache_key("mnist_cnn", small, labels, 0, settings())
+
+
+def test_l2_penalty_is_the_released_reg_on_exactly_its_kernels():
+    """train_cnn_models.py --reg: loss + 0.001 * (l2_loss(W_conv1) + l2_loss(W_conv2) + l2_loss(W_fc1)),
+    tf.nn.l2_loss(W) = sum(W^2) / 2; no biases, no logits kernel."""
+    arch = architectures.get("mnist_cnn")
+    keras.utils.set_random_seed(0)
+    model = arch.build()
+    assert training.penalise(model, arch, 0.0) == 0 and not model.losses
+    assert training.penalise(model, arch, 0.001) == 3
+    by_hand = 0.001 * sum(0.5 * np.sum(model.get_layer(name).kernel.numpy().astype(np.float64) ** 2)
+                          for name in ("conv1", "conv2", "fc1"))
+    assert by_hand > 10  # the released penalty at initialisation: 0.001 x 3.2M weights x ~0.008 / 2
+    np.testing.assert_allclose(float(sum(model.losses)), by_hand, rtol=1e-5)
+    for name in ("logits",):  # the logits kernel and every bias leave it unchanged
+        model.get_layer(name).kernel.assign(np.full(model.get_layer(name).kernel.shape, 9.0, np.float32))
+    for name in ("conv1", "conv2", "fc1", "logits"):
+        model.get_layer(name).bias.assign(np.full(model.get_layer(name).bias.shape, 9.0, np.float32))
+    np.testing.assert_allclose(float(sum(model.losses)), by_hand, rtol=1e-5)
+    assert architectures.get("mnist_mlp").penalised == ("fc1", "fc2", "fc3")
+
+
+def test_training_applies_the_penalty_and_saves_a_model_without_it(small, tmp_path):
+    """A strong penalty shrinks the penalised kernels and leaves the logits kernel free; the cached model
+    carries no regularizer (the penalty is a training setting, not part of the architecture)."""
+    chosen = dict(max_train_images=128, batch_size=32, epochs=2, learning_rate=0.01)
+    plain, _, _ = train("mnist_cnn", small, "true", 0, settings(**chosen), log=Log())
+    log = Log()
+    shrunk, _, _ = train("mnist_cnn", small, "true", 0, settings(**chosen, l2=5.0), log=log)
+    assert log.matching("L2 penalty 5 x sum(w^2)/2 on conv1, conv2, fc1")
+
+    def norm(model, name):
+        return float(np.linalg.norm(model.get_layer(name).kernel.numpy()))
+
+    for name in ("conv1", "conv2", "fc1"):
+        assert norm(shrunk, name) < 0.9 * norm(plain, name)
+    assert norm(shrunk, "logits") > 0.9 * norm(plain, "logits")
+    shrunk.save(tmp_path / "m.keras")
+    assert not keras.models.load_model(tmp_path / "m.keras", compile=False).losses
 
 
 def test_cache_key_changes_with_epochs_for_true_labels(small):
@@ -642,11 +692,19 @@ def test_every_epoch_fits_the_training_set_in_a_new_order(small, monkeypatch):
 
 def test_validation_images_are_held_out_of_training(bundled):
     data = subset(bundled, 300, 50)
-    x, y = training_arrays(data, "true", 0, settings(validation_images=100))
+    x, y = training_arrays(data, "true", 0, settings(validation_images=100, validation_from="end"))
     np.testing.assert_array_equal(x, data.x_train[:200])
-    x_val, y_val = training.validation_arrays(data, settings(validation_images=100))
+    x_val, y_val = training.validation_arrays(data, settings(validation_images=100, validation_from="end"))
     np.testing.assert_array_equal(x_val, data.x_train[200:])
     np.testing.assert_array_equal(y_val, data.y_train[200:])
+    # the released code's split (the default): x_valid, x_train = x_train[:5000], x_train[5000:]
+    x, y = training_arrays(data, "true", 0, settings(validation_images=100))
+    np.testing.assert_array_equal(x, data.x_train[100:])
+    np.testing.assert_array_equal(y, data.y_train[100:])
+    x_val, y_val = training.validation_arrays(data, settings(validation_images=100))
+    np.testing.assert_array_equal(x_val, data.x_train[:100])
+    with pytest.raises(SanityError, match="validation_from"):
+        settings(validation_from="middle").validate()
     assert training.validation_arrays(data, settings()) is None
     with pytest.raises(SanityError, match="validation_images"):
         training_arrays(data, "true", 0, settings(validation_images=300))
@@ -663,26 +721,28 @@ class Killed(Exception):
 KILLABLE = settings(max_train_images=96, batch_size=32, permuted_target_accuracy=1.0, permuted_max_epochs=4)
 
 
-def train_killed_at(epoch: int, data, checkpoint) -> None:
+def train_killed_at(epoch: int, data, checkpoint, chosen: TrainSettings = KILLABLE) -> None:
     """Train KILLABLE with a checkpoint and kill it as epoch `epoch` starts (as SIGKILL would, mid-run)."""
     def killing_log(line):
         if f"epoch {epoch}/" in line:
             raise Killed
 
     with pytest.raises(Killed):
-        train("mnist_mlp", data, "permuted", 0, KILLABLE, log=killing_log, checkpoint=checkpoint)
+        train("mnist_mlp", data, "permuted", 0, chosen, log=killing_log, checkpoint=checkpoint)
 
 
-def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small, tmp_path):
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(small, tmp_path, l2):
     """A checkpoint (weights and Adam state) after every epoch: a training killed in epoch 3 continues from
-    epoch 3 and ends with the weights of an uninterrupted training."""
-    whole, _, whole_history = train("mnist_mlp", small, "permuted", 0, KILLABLE, log=Log())
+    epoch 3 and ends with the weights of an uninterrupted training (with the L2 penalty put back on)."""
+    chosen = dataclasses.replace(KILLABLE, l2=l2)
+    whole, _, whole_history = train("mnist_mlp", small, "permuted", 0, chosen, log=Log())
     checkpoint = training.Checkpoint(tmp_path, "key")
-    train_killed_at(3, small, checkpoint)
+    train_killed_at(3, small, checkpoint, chosen)
     assert checkpoint.model_path.exists()
     assert len(json.loads(checkpoint.meta_path.read_text())["history"]) == 2
     log = Log()
-    resumed, info, history = train("mnist_mlp", small, "permuted", 0, KILLABLE, log=log, checkpoint=checkpoint)
+    resumed, info, history = train("mnist_mlp", small, "permuted", 0, chosen, log=log, checkpoint=checkpoint)
     assert log.matching("resuming from the checkpoint after epoch 2")
     assert not log.matching("epoch 1/") and not log.matching("epoch 2/") and log.matching("epoch 3/")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
