@@ -3,57 +3,19 @@
     result = check(model, x, y, test="cascading", methods=["gradient", "guided_backprop"], n_images=16)
     result.verdict            # the same table `sanity run` prints and writes (pandas)
 
-It runs the CLI's pipeline in this process: the live Keras model and the arrays are saved to a temporary folder
-and run as `model=keras data=npz` (so caching, verdicts, plots and tables are those of the CLI, and the verdict
-equals the CLI's on the same inputs and seed), with every other choice a config override.
+It composes the same config as the command line (every keyword a config value), parses it into a RunSpec and runs
+the core in this process on the live model (a copy: yours is never randomized) and the arrays, in memory; the
+verdict equals the CLI's on the same inputs and seed. `result.save(dir)` writes the command line's files.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+import hashlib
 
 import numpy as np
-import pandas as pd
 
+from .core import Result
 from .errors import SanityError
-
-
-@dataclass
-class Result:
-    """What one check found: its tables (pandas), every image's normalised maps and the run's files."""
-
-    metrics: pd.DataFrame          # metrics.csv: one row per stage, method, metric and image
-    summary: pd.DataFrame          # summary.csv: mean, 95% interval per stage, method and metric
-    verdict: pd.DataFrame          # verdict.csv: PASS / FAIL / INCONCLUSIVE per method, with its null
-    maps: dict[str, np.ndarray]    # {method: (images, stages, H, W)} absolute maps normalised as the paper's
-    stages: list[str]              # the stages' names, the second axis of `maps`
-    images: np.ndarray             # the explained images, in [0, 1]
-    directory: Path                # the run's files (a temporary folder until save())
-    _owned: bool = field(default=True, repr=False)
-
-    def plot(self, image: int = 0):
-        """The saliency grid of one explained image (methods x stages, the absolute maps normalised as the paper's)
-        as a matplotlib Figure (its cells are figure-level images and texts, not Axes); the run's signed grids are
-        its grid_diverging_K.png files (save())."""
-        from .plots import saliency_grid_figure
-
-        maps = {name: m[image:image + 1] for name, m in self.maps.items()}
-        return saliency_grid_figure(self.images[image:image + 1], maps, self.stages, "absolute")
-
-    def save(self, directory) -> Path:
-        """Copy the run's files (the CLI's: tables, grids, report.html, manifest) to `directory` (new or empty)."""
-        target = Path(directory).expanduser()
-        if target.exists() and any(target.iterdir()):
-            raise SanityError(f"{target} is not empty; save into a new or empty folder")
-        shutil.copytree(self.directory, target, dirs_exist_ok=True)
-        return target
-
-    def __del__(self):
-        if self._owned:
-            shutil.rmtree(self.directory.parent, ignore_errors=True)
 
 
 def _override(key: str, value) -> str:
@@ -66,6 +28,18 @@ def _override(key: str, value) -> str:
     return f"{key}={value}"
 
 
+def _dataset(x, y, x_train, y_train):
+    from .data import from_arrays
+
+    arrays = {"x_test": np.asarray(x), "y_test": np.asarray(y)}
+    if x_train is not None:
+        arrays.update(x_train=np.asarray(x_train), y_train=np.asarray(y_train))
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
+    return from_arrays(arrays, "check()", {"source": "check()", "name": "npz", "sha256": digest.hexdigest()})
+
+
 def check(model, x, y=None, test: str = "cascading", methods=None, metrics=None, *, x_train=None, y_train=None,
           **overrides) -> Result:
     """Run one sanity check of `model` (a live Keras image classifier) on images `x` (N, H, W[, C]) in [0, 1]
@@ -73,49 +47,28 @@ def check(model, x, y=None, test: str = "cascading", methods=None, metrics=None,
     the `test` group (cascading, independent, data (needs x_train, y_train), smooth_mprt, efficient_mprt,
     random_logit, input_invariance). `methods`, `metrics`: lists of config names (default: the CLI's).
     `overrides`: any other config value, as keyword arguments (n_images=16, seed=1, budget="paper") or dotted
-    keys ({"model.input_range": [-1, 1], "method.smoothgrad.samples": 10}). Returns a Result."""
-    import keras
+    keys ({"model.input_range": [-1, 1], "method.smoothgrad.samples": 10}). Returns a Result; a bad input raises
+    SanityError with the command line's one line."""
+    from omegaconf import OmegaConf
 
-    from . import cli
+    from .config import ConfigSource, composition_message, yaml_error
+    from .core import run_check
+    from .spec import parse
 
-    if not isinstance(model, keras.Model):
-        raise SanityError(f"check() needs a Keras model, got {type(model).__name__}")
-    x = np.asarray(x)
-    workdir = Path(tempfile.mkdtemp(prefix="sanity-check-"))
+    args = ["model=keras", "data=npz", f"test={test}", f"n_images={overrides.pop('n_images', len(x))}"]
+    if methods is not None:
+        args.append(_override("method", list(methods)))
+    if metrics is not None:
+        args.append(_override("metric", list(metrics)))
+    args += [_override(key, value) for key, value in overrides.items()]
     try:
-        model_file = workdir / "model.keras"
-        model.save(model_file)
-        if y is None:  # the model's own top-1, on the images as the run will give them to it
-            from omegaconf import OmegaConf
-
-            from .architectures import for_config
-
-            arch = for_config(OmegaConf.create({"name": "keras", "path": str(model_file),
-                                                "input_range": overrides.get("model.input_range"),
-                                                "preprocess": overrides.get("model.preprocess")}))
-            probe = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-            probe = probe[..., None] if probe.ndim == 3 else probe
-            y = np.argmax(model.predict(arch.to_model_space(probe), verbose=0), axis=-1)
-        arrays = {"x_test": x, "y_test": np.asarray(y)}
-        if x_train is not None:
-            arrays.update(x_train=np.asarray(x_train), y_train=np.asarray(y_train))
-        np.savez(workdir / "data.npz", **arrays)
-        args = ["model=keras", f"model.path={model_file}", "data=npz", f"data.path={workdir / 'data.npz'}",
-                f"test={test}", f"n_images={overrides.pop('n_images', len(x))}",
-                f"hydra.run.dir={workdir / 'run'}"]
-        if methods is not None:
-            args.append(_override("method", list(methods)))
-        if metrics is not None:
-            args.append(_override("metric", list(metrics)))
-        args += [_override(key, value) for key, value in overrides.items()]
-        collect: dict = {}
-        code, error = cli.run_in_process(args, collect)
-        if code != 0:
-            raise SanityError(error or f"check() failed (exit {code}); see the log above")
-        run = workdir / "run"
-        return Result(metrics=pd.read_csv(run / "metrics.csv"), summary=pd.read_csv(run / "summary.csv"),
-                      verdict=pd.read_csv(run / "verdict.csv"), maps=collect["maps"], stages=collect["stages"],
-                      images=collect["images"], directory=run)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
+        full = ConfigSource().compose(args)
+    except Exception as err:  # Hydra / OmegaConf composition errors: the CLI's one line
+        raise SanityError(yaml_error(err) or composition_message(err)) from None
+    cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
+    dataset = _dataset(x, np.zeros(len(x), np.int64) if y is None else y, x_train, y_train)
+    spec = parse(cfg, model=model, dataset=dataset)
+    if y is None:  # the model's own top-1, on the images as the run gives them to it
+        top = spec.arch.build().predict(spec.arch.to_model_space(dataset.x_test), verbose=0)
+        dataset.y_test[:] = np.argmax(top, axis=-1)
+    return run_check(spec, dataset=dataset, keep_maps=True)

@@ -40,11 +40,12 @@ class SelfChecks:
     permuted_memorised: bool | None = None               # None: not a data test
     permuted_reason: str = ""
 
-    def check_guided_swap(self, engine, images: np.ndarray, targets: np.ndarray, batch_size: int) -> bool:
-        """Guided Backprop and Gradient maps of the trained model on a few explained images."""
+    def check_guided_swap(self, engine, images: np.ndarray, targets: np.ndarray) -> bool:
+        """Guided Backprop and Gradient maps of the trained model on a few explained images (engine: the run's
+        methods.engine.GradientEngine)."""
         n = min(len(images), GUIDED_PROBE_IMAGES)
-        plain = engine.gradients(images[:n], targets[:n], guided=False, batch_size=batch_size)
-        guided = engine.gradients(images[:n], targets[:n], guided=True, batch_size=batch_size)
+        plain = engine.gradients(images[:n], targets[:n])
+        guided = engine.gradients(images[:n], targets[:n], relu_rule="guided")
         if not (np.isfinite(plain).all() and np.isfinite(guided).all()):
             self.guided_swap_engaged = None  # cannot tell; the NaN/Inf maps check reports the maps themselves
             self.log("self-check FAILED: the trained model's gradients hold NaN/Inf; the guided ReLU swap "

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .config import Job, compose_jobs, config_source, group_choices, one_line, output_dir, split_args
+from .config import Job, compose_jobs, config_source, group_choices, output_dir, split_args
 from .paths import config_dir
 from .rundir import RunDir, RunDirRefused, config_fingerprint, hydra_quoted, new_directories, omegaconf_literal
-from .errors import SanityError
+from .errors import SanityError, one_line
 
 COMMANDS = {
     "run": "run a sanity check (model or data randomization) and write tables, grids and plots",
@@ -49,6 +49,30 @@ def help_text() -> str:
               "  sanity run --cfg job                         # print the composed config",
               "", f"configs: {config_dir()}"]
     return "\n".join(lines)
+
+
+def invocation(command: str) -> list[str]:
+    """The `sanity` command that reproduces this job: the config folders it was composed from (--config-path,
+    --config-name, --config-dir, hydra.searchpath) and its overrides as Hydra recorded them (a sweep job's own
+    values; not its run directory: a reproduction writes a new one), or the process's argv outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra = HydraConfig.get()
+    except ValueError:  # not running under Hydra
+        return list(sys.argv)
+    flags = []
+    for source in hydra.runtime.config_sources:
+        folder = str(source.path).removeprefix("file://")
+        if source.provider == "main" and Path(folder).resolve() != config_dir():
+            flags += ["--config-path", folder]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", folder]
+    if hydra.job.config_name not in (None, "sanity"):
+        flags += ["--config-name", hydra.job.config_name]
+    searchpath = [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
+    return ["sanity", command, *flags, *searchpath, *hydra.overrides.task]
+
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -140,11 +164,85 @@ def claim_run_dir(command: str, job: Job) -> RunDir | None:
             print(f"resume: continuing {found}", file=sys.stderr)
             run_dir = found
     if run_dir.check_claim(fingerprint, resume=resume):
-        from .pipeline import report_finished
-
         report_finished(run_dir)
         return None
     return run_dir
+
+
+def report_finished(run_dir: RunDir) -> Path:
+    """`resume=true` on a finished run of the same config: nothing to do; show its verdict again."""
+    import pandas as pd
+
+    from .report import format_verdict
+
+    print(f"already complete: {run_dir}")
+    if not (run_dir.path / "report.html").exists():  # killed after its manifest, or from before pages existed
+        from .pages import run_page
+
+        run_page(run_dir.path)
+    verdict_file = run_dir.path / "verdict.csv"
+    if verdict_file.exists():
+        print(format_verdict(pd.read_csv(verdict_file)))
+    return run_dir.path
+
+
+def execute_run(spec, directory: RunDir) -> Path:
+    """`sanity run` in its claimed directory: compute the check with the directory's units (resumable), write
+    its files, print the verdict."""
+    import logging
+
+    from . import core
+    from .report import format_verdict
+    from .sinks import write_run
+    from .units import UnitStore
+
+    fingerprint = config_fingerprint(spec.config)
+    owned = not directory.claimed  # a sweep job's directory: Hydra made it, the task claims it here
+    if directory.check_claim(fingerprint, resume=spec.resume):
+        return report_finished(directory)
+    directory.ensure_writable()
+    store = UnitStore(directory, fingerprint, log=logging.getLogger("sanity").info)
+    store.open()
+    try:
+        result = core.run_check(spec, store=store)
+        write_run(result, directory.path, command=invocation("run"), finished=directory.remove_units)
+    finally:
+        store.wait()  # units still being compared and saved on the worker thread (a failed run resumes from them)
+        if owned:
+            directory.release()
+    print(f"\n{spec.heading()}:")
+    print(format_verdict(result.verdict))
+    if spec.trains_copies:
+        trained, permuted = result.models.iloc[0], result.models.iloc[1]
+        print(f"\nmodels: true-label test accuracy {trained['test_accuracy']:.3f}; permuted-label train accuracy "
+              f"{permuted['train_accuracy']:.3f} (memorisation target {spec.train.permuted_target_accuracy})")
+    print(f"\nresults: {directory.path}")
+    return directory.path
+
+
+def execute_train(spec, directory: RunDir) -> None:
+    """`sanity train`: train (or load from the cache) one model, record it in the directory's manifest."""
+    import logging
+    import time
+
+    import pandas as pd
+
+    from . import core
+    from .io import write_json
+    from .manifest import build_manifest
+
+    started = time.time()
+    directory.check_claim(config_fingerprint(spec.config))
+    directory.ensure_writable()
+    trained, dataset = core.train_model(spec, log=logging.getLogger("sanity").info)
+    models = pd.DataFrame([{"model": spec.model_name, "labels": trained.labels, "cache_key": trained.key,
+                            **trained.info}])
+    write_json(directory.path / "manifest.json", build_manifest(
+        spec.config, provenance=dataset.provenance, models=models.to_dict(orient="records"), phases={},
+        started=started, command=invocation("train")))
+    directory.remove_units()  # the claim's lock and fingerprint, once the manifest says it is finished
+    print(f"{trained.labels}-label {spec.model_name}: train accuracy {trained.info['train_accuracy']:.3f}, "
+          f"test accuracy {trained.info['test_accuracy']:.3f} (cache key {trained.key}, {trained.info['cache']})")
 
 
 def train_directories(job: Job) -> list[str]:
@@ -230,27 +328,27 @@ def import_tensorflow_quietly(debug: bool) -> None:
         tf.config.list_physical_devices("GPU")
 
 
-def make_task(command: str, debug: bool, claimed: RunDir | None = None, created: list[Path] = ()):
-    """The Hydra task: the pipeline's `run` or `train` in Hydra's run directory (a single run: the RunDir the CLI
-    claimed before Hydra wrote into it). A failed single run leaves no half-made directory (RunDir.abandon); a
-    failed sweep job is recorded (error.txt) and the sweep goes on; a job whose directory is not ours to write
-    (finished, busy, another config's) is reported and left untouched."""
+def make_task(command: str, debug: bool, claimed: RunDir | None = None, created: list[Path] = (), spec=None):
+    """The Hydra task: `run` or `train` in Hydra's run directory (a single run: the RunDir the CLI claimed before
+    Hydra wrote into it, and the spec it parsed). A failed single run leaves no half-made directory
+    (RunDir.abandon); a failed sweep job is recorded (error.txt) and the sweep goes on; a job whose directory is
+    not ours to write (finished, busy, another config's) is reported and left untouched."""
 
     def task(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
+        from omegaconf import OmegaConf
 
-        from . import pipeline, sweep
+        from . import sweep
+        from .spec import parse
 
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         run_dir = claimed or RunDir(HydraConfig.get().runtime.output_dir)
         try:
             if in_sweep:
                 run_dir.clear_failure()
-            if command == "run" and COLLECT is not None:  # the Python API (api.check)
-                pipeline.run(cfg, run_dir, validated=not in_sweep, collect=COLLECT)
-            else:
-                getattr(pipeline, command)(cfg, run_dir, validated=not in_sweep)
+            job = spec if spec is not None else parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            (execute_run if command == "run" else execute_train)(job, run_dir)
         except SanityError as err:
             if debug:
                 raise
@@ -292,7 +390,7 @@ def _run_single(command: str, job: Job, run_dir: RunDir, created: list[Path], de
     try:
         callbacks = Callbacks(config)
         callbacks.on_run_start(config=config, config_name=config.hydra.job.config_name)
-        result = run_job(task_function=make_task(command, debug, run_dir, created), config=config,
+        result = run_job(task_function=make_task(command, debug, run_dir, created, job.spec), config=config,
                          job_dir_key="hydra.run.dir", job_subdir_key=None,
                          hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
         callbacks.on_run_end(config=config, config_name=config.hydra.job.config_name, job_return=result)
@@ -323,54 +421,6 @@ def _hydra_main(command: str, args: list[str], source, created: list[Path], debu
     finally:
         sys.argv = saved_argv
     return 2 if sweep.FAILED_JOBS else 0
-
-
-COLLECT: dict | None = None  # set by run_in_process: pipeline.run's in-memory results for the Python API
-
-
-class _ErrorTee:
-    """stderr as it is, remembering the last `sanity: error:` line."""
-
-    def __init__(self, stream):
-        self.stream, self.error = stream, ""
-
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            if line.startswith("sanity: error: "):
-                self.error = line[len("sanity: error: "):]
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-def run_in_process(args: list[str], collect: dict) -> tuple[int, str]:
-    """`sanity run ARGS` in this process for api.check: (exit code, the error line or ""); `collect` receives
-    pipeline.run's images, stages and maps. The logging handlers Hydra adds for the run are removed after it."""
-    import logging
-
-    global COLLECT
-    loggers = [logging.root, logging.getLogger("sanity")]
-    saved_logging = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
-    tee, saved = _ErrorTee(sys.stderr), sys.stderr
-    COLLECT, sys.stderr = collect, tee
-    try:
-        code = main(["run", *args])
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 2
-    finally:
-        COLLECT, sys.stderr = None, saved
-        # Hydra's job logging replaced the caller's handlers (a notebook's, an application's): put them back
-        for logger, handlers, level, propagate in saved_logging:
-            for handler in set(logger.handlers) - set(handlers):
-                logger.removeHandler(handler)
-                handler.close()
-            for handler in handlers:
-                if handler not in logger.handlers:
-                    logger.addHandler(handler)
-            logger.setLevel(level)
-            logger.propagate = propagate
-    return int(code or 0), tee.error
 
 
 if __name__ == "__main__":

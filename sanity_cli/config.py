@@ -1,6 +1,7 @@
-"""The config service, without TensorFlow: compose configs/sanity.yaml with the overrides and check every value
-before any work starts (a bad value is one clear error line). Used by the CLI, sweeps and `reproduce`; every job
-of a sweep is composed and validated before Hydra starts, so bad input never creates a run directory."""
+"""The config service, without TensorFlow: compose configs/sanity.yaml with the overrides as Hydra will, and parse
+each job into its RunSpec (sanity_cli/spec.py: the one check of every value) before any work starts (a bad value
+is one clear error line). Used by the CLI, sweeps and `reproduce`; every job of a sweep is composed and parsed
+before Hydra starts, so bad input never creates a run directory."""
 
 from __future__ import annotations
 
@@ -10,218 +11,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import architectures, methods, randomize, sanity_tests
-from .methods.engine import OUTPUTS
-from .methods.integrated_gradients import RULES
-from .errors import SanityError
+from .errors import SanityError, one_line
 from .paths import config_dir
 from .schema import register as register_schema
+from .spec import parse
 
 register_schema()
-from . import metrics
-from .report import VERDICT_RULES
-from .training import TrainSettings, normalize_labels_mode
-
-TARGETS = ("predicted", "label", "predicted_per_stage")
-IMAGE_CHOICES = ("random", "first")
-DATA_SOURCES = ("auto", "tfds", "idx", "bundled")
-PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.weights", "model.path")
-
-
-@dataclass
-class MethodRun:
-    """One configured method: its output name (e.g. smoothgrad_gradient), registry kind and parameters."""
-
-    name: str
-    kind: str
-    params: dict
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SanityError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def _data_path(cfg: DictConfig, exists, needs: str, wrong: str) -> None:
-    """Your own data (data=npz|folder): data.path is given, and `exists` holds for it."""
-    if not cfg.data.get("path"):
-        raise SanityError(f"data={cfg.data.name} needs {needs}")
-    if not exists(Path(str(cfg.data.path)).expanduser()):
-        raise SanityError(f"data.path {cfg.data.path} {wrong}")
-
-
-def train_settings(cfg: DictConfig) -> TrainSettings:
-    """`train.*`, with `model.train.*` (model=keras: optimizer, learning_rate, epochs, batch_size, l2,
-    target_accuracy, max_epochs) taking precedence where set."""
-    t = cfg.train
-    own = cfg.model.get("train") or {}
-
-    def pick(key, default):
-        return own.get(key) if own.get(key) is not None else default
-
-    try:
-        settings = TrainSettings(
-            epochs=int(pick("epochs", t.epochs)), batch_size=int(pick("batch_size", t.batch_size)),
-            learning_rate=float(pick("learning_rate", t.learning_rate)),
-            max_train_images=None if t.max_train_images is None else int(t.max_train_images),
-            permuted_target_accuracy=float(pick("target_accuracy", t.permuted.target_accuracy)),
-            permuted_max_epochs=int(pick("max_epochs", t.permuted.max_epochs)),
-            validation_images=int(t.get("validation_images") or 0),
-            validation_from=str(t.get("validation_from") or "start"),
-            l2=float(pick("l2", t.get("l2") or 0.0)),
-            optimizer=str(pick("optimizer", "adam")))
-    except (TypeError, ValueError) as err:
-        raise SanityError(f"train settings must be numbers ({err})") from None
-    settings.validate()
-    return settings
-
-
-def method_runs(cfg: DictConfig) -> list[MethodRun]:
-    """Methods selected in cfg.method, in config order, with their parameters checked."""
-    runs = []
-    for key, node in (cfg.get("method") or {}).items():
-        params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-        if not isinstance(params, dict) or "kind" not in params:
-            raise SanityError(f"method '{key}' has no 'kind'; pick methods with method=[NAME,...] "
-                              f"from configs/method/")
-        kind = params.pop("kind")
-        spec = methods.get(kind)
-        for count in ("samples", "steps"):
-            if count in params:
-                _positive_int(params[count], f"method.{key}.{count}")
-        if params.get("base_params", {}) is None:
-            params["base_params"] = {}
-        if "steps" in params.get("base_params", {}):
-            _positive_int(params["base_params"]["steps"], f"method.{key}.base_params.steps")
-        sigma = params.get("sigma", 1.0)
-        if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise SanityError(f"method.{key}.sigma must be > 0, got {params['sigma']!r}")
-        methods.resolve_params(key, spec, params, architectures.for_config(cfg.model).input_range)  # checks
-        name = f"{kind}_{params['base']}" if key in ("smoothgrad",) else key
-        if name in [run.name for run in runs]:
-            raise SanityError(f"method '{key}' produces '{name}' twice; drop one of them from method=[...]")
-        runs.append(MethodRun(name, kind, params))
-    if not runs:
-        raise SanityError("no method selected; e.g. method=[gradient,guided_backprop]")
-    return runs
-
-
-def verdict_metric(cfg: DictConfig) -> str:
-    """The metric the verdict is decided on: the test's own (eMPRT: entropy_rise), else `verdict.metric`."""
-    return sanity_tests.get(cfg.test.name).verdict_metric or cfg.verdict.metric
-
-
-def metric_params(cfg: DictConfig) -> dict[str, dict]:
-    """{metric: its parameters} for the configured metrics, plus the test's own verdict metric if not listed."""
-    chosen = {}
-    for name, node in (cfg.get("metric") or {}).items():
-        params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-        chosen[name] = {k: v for k, v in (params or {}).items() if v is not None}
-        metrics.check_params(name, chosen[name])
-    if not chosen:
-        raise SanityError("no metric selected; e.g. metric=[spearman_abs,ssim]")
-    own = sanity_tests.get(cfg.test.name).verdict_metric
-    if own and own not in chosen:
-        chosen[own] = {}
-    return chosen
-
-
-def validate(cfg: DictConfig) -> None:
-    """Every check that needs no data or model."""
-    spec = sanity_tests.get(cfg.test.name)
-    _positive_int(cfg.n_images, "n_images")
-    _positive_int(cfg.batch_size, "batch_size")
-    _positive_int(cfg.grid_images, "grid_images")
-    _positive_int(cfg.test.get("repeats", 1), "test.repeats")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise SanityError(f"seed must be a non-negative integer, got {cfg.seed!r}")
-    if cfg.get("precision", "float32") not in methods.engine.PRECISIONS:
-        raise SanityError(f"precision must be one of {', '.join(methods.engine.PRECISIONS)}, got "
-                          f"{cfg.get('precision')!r}")
-    if cfg.get("image_choice", "random") not in IMAGE_CHOICES:
-        raise SanityError(f"image_choice must be one of {', '.join(IMAGE_CHOICES)}, got {cfg.image_choice!r}")
-    if cfg.target not in TARGETS:
-        raise SanityError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
-    if cfg.verdict.get("rule") not in VERDICT_RULES:
-        raise SanityError(f"verdict.rule must be one of {', '.join(VERDICT_RULES)}, got {cfg.verdict.get('rule')!r}")
-    threshold = cfg.verdict.threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
-        raise SanityError(f"verdict.threshold must be a number in [-1, 1], got {threshold!r}")
-    judged_on = verdict_metric(cfg)
-    if judged_on == cfg.verdict.metric and judged_on not in cfg.metric:
-        raise SanityError(f"verdict.metric '{cfg.verdict.metric}' is not among the selected metrics "
-                          f"({', '.join(cfg.metric)}); add it to metric=[...]")
-    if judged_on in metrics.METRICS and not metrics.METRICS[judged_on].higher_is_more_similar \
-            and cfg.verdict.rule == "threshold":
-        raise SanityError(f"verdict.rule=threshold needs a similarity; {judged_on} is judged against its null: "
-                          f"use verdict.rule=baseline")
-    normalize_labels_mode(cfg.labels)
-    train_settings(cfg)
-    validate_model_and_data(cfg)
-    if spec.smoothing:
-        _positive_int(cfg.test.get("samples"), "test.samples")
-        noise = cfg.test.get("noise_magnitude")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise SanityError(f"test.noise_magnitude must be a number >= 0, got {noise!r}")
-    if spec.family == "input_invariance":
-        for key, low in (("shift", None), ("tolerance", 0.0)):
-            value = cfg.test.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0 or (
-                    low is not None and value < low):
-                raise SanityError(f"test.{key} must be a {'positive ' if low is not None else 'non-zero '}number, "
-                                  f"got {value!r}")
-    elif spec.family == "model_randomization":
-        if cfg.test.get("order", "top_down") not in randomize.ORDERS:
-            raise SanityError(f"test.order must be one of {', '.join(randomize.ORDERS)}, got {cfg.test.order!r}")
-        if cfg.test.init not in randomize.INITS:
-            raise SanityError(f"test.init must be one of {', '.join(randomize.INITS)}, got {cfg.test.init!r}")
-        if isinstance(cfg.test.init_std, bool) or not isinstance(cfg.test.init_std, (int, float)) \
-                or not cfg.test.init_std > 0:
-            raise SanityError(f"test.init_std must be a number > 0, got {cfg.test.init_std!r}")
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not isinstance(value, str):
-            raise SanityError(f"{key} must be a path, got {value!r}; to name a file or folder called {value}, "
-                              f"quote it: {key}=\"'{value}'\"")
-    for key in ("plots", "resume"):
-        if not isinstance(cfg[key], bool):
-            raise SanityError(f"{key} must be true or false, got {cfg[key]!r}")
-    for run in method_runs(cfg):
-        for params in (run.params, run.params.get("base_params") or {}):
-            if "output" in params and params["output"] not in OUTPUTS:
-                raise SanityError(f"method.{run.name}.output must be one of {', '.join(OUTPUTS)}, "
-                                  f"got {params['output']!r}")
-            if "rule" in params and params["rule"] not in RULES:
-                raise SanityError(f"method.{run.name}.rule must be one of {', '.join(RULES)}, got {params['rule']!r}")
-    metric_params(cfg)
-
-
-def validate_model_and_data(cfg: DictConfig) -> None:
-    """The model is a known architecture that explains this data (photos go with Inception, digits with the
-    MNIST models); data sources and sizes are known values."""
-    arch = architectures.for_config(cfg.model)
-    arch.check_data("tfds" if cfg.data.get("kind") == "tfds" and cfg.data.name not in ("mnist", "fashion_mnist")
-                    else cfg.data.name)
-    if arch.data == "photos":
-        if cfg.data.size != arch.image_size:
-            raise SanityError(f"data.size must be {arch.image_size} for model={arch.name}, got {cfg.data.size!r}")
-        if cfg.data.max_images is not None:
-            _positive_int(cfg.data.max_images, "data.max_images")
-    elif cfg.data.get("kind") == "tfds":
-        if not cfg.data.get("name"):
-            raise SanityError("data=tfds needs the data set's tfds name: data.name=NAME (e.g. cifar10)")
-    elif cfg.data.name == "npz":
-        _data_path(cfg, Path.is_file, "the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, y_train])",
-                   "is not a file; give the .npz file")
-    elif cfg.data.name == "folder":
-        _data_path(cfg, Path.is_dir, "the images' folder: data.path=DIR (one subfolder per class, or flat)",
-                   "is not a directory; point it at a folder of images")
-        if cfg.data.size is not None:
-            _positive_int(cfg.data.size, "data.size")
-    elif cfg.data.source not in DATA_SOURCES:
-        raise SanityError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {cfg.data.source!r}")
-
 
 # ---------------------------------------------------------------- composing
 
@@ -268,11 +63,6 @@ def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
         else:
             options.append([override.input_line])
     return [list(job) for job in itertools.islice(itertools.product(*options), MAX_PRECHECKED_JOBS)]
-
-
-def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
 
 
 def composition_message(err: Exception) -> str:
@@ -395,7 +185,7 @@ def yaml_error(err: BaseException) -> str | None:
 
 @dataclass
 class Job:
-    """One composed and validated job: its config (what the pipeline sees), the whole composition with its
+    """One composed and validated job: its config (what spec.parse reads), the whole composition with its
     `hydra` node (what Hydra runs), and where Hydra will write: the run and sweep directories resolved once (so
     `${now:...}` is the same instant for the checks and for Hydra), `~` expanded, absolute with `..` and links
     resolved. `timestamped`: the run directory's pattern is made new by the clock."""
@@ -405,6 +195,7 @@ class Job:
     run_dir: Path
     sweep_dir: Path
     timestamped: bool
+    spec: object = None   # the parsed RunSpec (compose_jobs with check)
 
 
 def output_dir(hydra: DictConfig, kind: str) -> Path:
@@ -426,10 +217,10 @@ def compose_jobs(overrides: list[str], multirun: bool, source: ConfigSource = Co
             hydra = full.hydra
             cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
             OmegaConf.resolve(cfg)
-            if check:
-                validate(cfg)
+            spec = parse(cfg) if check else None
             pattern = str(OmegaConf.to_container(hydra.run, resolve=False)["dir"])
-            jobs.append(Job(cfg, full, output_dir(hydra, "run"), output_dir(hydra, "sweep"), "${now:" in pattern))
+            jobs.append(Job(cfg, full, output_dir(hydra, "run"), output_dir(hydra, "sweep"), "${now:" in pattern,
+                            spec))
     except SanityError:
         raise
     except Exception as err:  # Hydra / OmegaConf / YAML composition errors

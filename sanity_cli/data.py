@@ -30,7 +30,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from sanity_cli.errors import SanityError
+from sanity_cli import seeds
+from sanity_cli.errors import SanityError, one_line
+from sanity_cli.io import sha256_file
 
 DATASET_NAMES = ("mnist", "fashion_mnist")
 SOURCES = ("auto", "tfds", "idx", "bundled")
@@ -100,9 +102,9 @@ class Dataset:
 # IDX files
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _why(exc: BaseException) -> str:
+    """An exception's type and first line, for an error message's parenthesis."""
+    return one_line(exc, first_line=True, with_type=True)
 
 
 def _read_idx_with_hash(path) -> tuple[np.ndarray, str]:
@@ -114,7 +116,7 @@ def _read_idx_with_hash(path) -> tuple[np.ndarray, str]:
     except IsADirectoryError:
         raise SanityError(f"IDX file {path} is a directory; pass the path of an IDX(.gz) file") from None
     except OSError as exc:
-        raise SanityError(f"cannot read IDX file {path} ({_one_line(exc)}); check its permissions") from None
+        raise SanityError(f"cannot read IDX file {path} ({_why(exc)}); check its permissions") from None
     digest = hashlib.sha256(raw).hexdigest()
 
     if raw[:2] == b"\x1f\x8b":
@@ -122,7 +124,7 @@ def _read_idx_with_hash(path) -> tuple[np.ndarray, str]:
             data = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise SanityError(
-                f"{path} is a corrupt or truncated gzip file ({_one_line(exc)}); re-download it"
+                f"{path} is a corrupt or truncated gzip file ({_why(exc)}); re-download it"
             ) from None
     else:
         data = raw
@@ -218,7 +220,8 @@ def _load_idx(name: str, path) -> tuple[dict, dict]:
                     f"{file} has shape {_shape_str(arr.shape)}, expected (N,) labels; use the original IDX label file"
                 )
             if not np.issubdtype(arr.dtype, np.integer):
-                raise SanityError(f"{file} holds {arr.dtype} labels, expected integers; use the original IDX label file")
+                raise SanityError(f"{file} holds {arr.dtype} labels, expected integers; use the original IDX label "
+                                  f"file")
         arrays[key] = arr
 
     for split in ("train", "test"):
@@ -236,7 +239,8 @@ def _load_idx(name: str, path) -> tuple[dict, dict]:
                 f"{y_name} has labels in {int(y.min())}..{int(y.max())}, expected 0..9; "
                 "use the MNIST/Fashion-MNIST label files"
             )
-    provenance = {"path": str(directory.resolve()), "files": {k: str(v.name) for k, v in found.items()}, "sha256": hashes}
+    provenance = {"path": str(directory.resolve()), "files": {k: str(v.name) for k, v in found.items()},
+                  "sha256": hashes}
     return arrays, provenance
 
 
@@ -266,7 +270,7 @@ def _load_bundled(name: str) -> tuple[dict, dict]:
             arrays = {key: np.asarray(npz[key]) for key in IDX_FILES}
     except Exception as exc:  # corrupt zip, missing key
         raise SanityError(
-            f"bundled MNIST subset {file} is unreadable ({_one_line(exc)}); reinstall sanity-cli "
+            f"bundled MNIST subset {file} is unreadable ({_why(exc)}); reinstall sanity-cli "
             "or use data.source=idx data.path=DIR"
         ) from None
     provenance = {"path": str(file), "sha256": {file.name: hashlib.sha256(raw).hexdigest()}}
@@ -282,7 +286,7 @@ def _import_tfds():
         import tensorflow_datasets as tfds  # slow import: only when needed
     except ImportError as exc:  # e.g. importlib_resources missing on Python 3.11
         raise SanityError(
-            f"tfds: cannot import tensorflow_datasets ({_one_line(exc)}); "
+            f"tfds: cannot import tensorflow_datasets ({_why(exc)}); "
             f"pip install tensorflow-datasets importlib_resources, or {_FIX_OFFLINE}"
         ) from None
     return tfds
@@ -294,7 +298,7 @@ def _tfds_builder(tfds, name: str, data_dir):
     except Exception as exc:
         raise SanityError(
             f"tfds: cannot create the {name!r} builder in {data_dir or 'the tfds default data dir'} "
-            f"({_one_line(exc)}); fix data.data_dir or {_fix_offline(name)}"
+            f"({_why(exc)}); fix data.data_dir or {_fix_offline(name)}"
         ) from None
 
 
@@ -350,7 +354,7 @@ def _tfds_as_arrays(tfds, builder, name: str) -> dict:
         )
     except Exception as exc:
         raise SanityError(
-            f"tfds: cannot read the prepared {name!r} in {builder.data_dir} ({_one_line(exc)}); "
+            f"tfds: cannot read the prepared {name!r} in {builder.data_dir} ({_why(exc)}); "
             f"delete that directory to re-prepare it, or {_fix_offline(name)}"
         ) from None
     arrays = {"x_train": train[0], "y_train": train[1], "x_test": test[0], "y_test": test[1]}
@@ -393,7 +397,7 @@ def _prepare(builder, name: str, probe_timeout: float, fix: str) -> bool:
     except Exception as exc:
         raise SanityError(
             f"tfds: downloading and preparing {name!r} into {_tfds_dir_label(builder)} failed "
-            f"({_one_line(exc)}); {fix}"
+            f"({_why(exc)}); {fix}"
         ) from None
     return True
 
@@ -547,7 +551,7 @@ def permute_labels(labels: np.ndarray, seed: int) -> np.ndarray:
         raise SanityError(f"permute_labels needs 1-D labels, got shape {_shape_str(labels.shape)}; pass y_train")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SanityError(f"label permutation seed must be a non-negative integer, got {seed!r}; fix the seed")
-    return np.random.default_rng(int(seed)).permutation(labels)
+    return seeds.label_rng(seed).permutation(labels)
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -565,7 +569,7 @@ def fingerprint(ds: Dataset) -> str:
 # --------------------------------------------------------------------------------------------------
 # your own arrays (data=npz)
 
-def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+def _npz_images(x: np.ndarray, key: str, path) -> np.ndarray:
     """uint8 images -> [0, 1] (x / 255); floating images must already lie in [0, 1]; (N, H, W) gets a channel."""
     x = np.asarray(x)
     if x.ndim == 3:
@@ -578,7 +582,11 @@ def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
         raise SanityError(f"{path}: {key} has dtype {x.dtype}; save images as uint8 (0-255) or floats in [0, 1]")
     x = x.astype(np.float32)
-    if not np.isfinite(x).all() or x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
+    if not np.isfinite(x).all():
+        bad = np.unique(np.nonzero(~np.isfinite(x).reshape(len(x), -1))[0])
+        raise SanityError(f"{path}: {key} holds NaN or infinite pixels (images {bad[:5].tolist()}"
+                          f"{', ...' if len(bad) > 5 else ''}); replace them before saving")
+    if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
         raise SanityError(f"{path}: {key} holds values outside [0, 1] (min {np.nanmin(x):.3g}, max "
                           f"{np.nanmax(x):.3g}); save images as uint8 (0-255) or floats in [0, 1] (the model's "
                           f"own scaling is model.input_range / model.preprocess)")
@@ -594,38 +602,45 @@ def load_npz(path, log: Callable[[str], object] = print) -> Dataset:
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
     except FileNotFoundError:
         raise SanityError(f"data.path {file} does not exist; give the .npz file") from None
     except (OSError, ValueError) as err:
-        raise SanityError(f"data.path {file} is not a numpy .npz archive ({_one_line(err)}); save it with "
+        raise SanityError(f"data.path {file} is not a numpy .npz archive "
+                          f"({_why(err)}); save it with "
                           f"np.savez(path, x_test=..., y_test=...)") from None
+    ds = from_arrays(arrays, str(file), {"source": "npz", "name": "npz", "path": str(file.resolve()),
+                                         "sha256": sha256_file(file)})
+    log(f"data: {file} ({len(ds.x_test)} test images {tuple(ds.x_test.shape[1:])}, {len(ds.x_train)} training "
+        f"images, {len(ds.class_names)} classes)")
+    return ds
+
+
+def from_arrays(arrays: dict, label: str, provenance: dict, name: str = "npz") -> Dataset:
+    """A Dataset from arrays x_test, y_test (and x_train, y_train; optional class_names), as data=npz holds them
+    and check() is given them: images (N, H, W[, C]) as uint8 0-255 or floats in [0, 1]. `label` names their
+    origin in error messages."""
     missing = [key for key in ("x_test", "y_test") if key not in arrays]
     if missing:
-        raise SanityError(f"{file} has no {' and no '.join(missing)} (it has {', '.join(arrays) or 'nothing'}); "
+        raise SanityError(f"{label} has no {' and no '.join(missing)} (it has {', '.join(arrays) or 'nothing'}); "
                           f"save x_test, y_test (and x_train, y_train for test=data)")
-    x_test = _npz_images(arrays["x_test"], "x_test", file)
+    x_test = _npz_images(arrays["x_test"], "x_test", label)
     has_train = "x_train" in arrays and "y_train" in arrays
-    x_train = _npz_images(arrays["x_train"], "x_train", file) if has_train else x_test[:0]
+    x_train = _npz_images(arrays["x_train"], "x_train", label) if has_train else x_test[:0]
     splits = {"train": (x_train, arrays.get("y_train", np.zeros(0, np.int64))), "test": (x_test, arrays["y_test"])}
     labels = {}
     for split, (x, y) in splits.items():
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-            raise SanityError(f"{file}: y_{split} must hold one class index >= 0 per image of x_{split} "
+            raise SanityError(f"{label}: y_{split} must hold one class index >= 0 per image of x_{split} "
                               f"({len(x)}), got shape {_shape_str(y.shape)} dtype {y.dtype}")
         labels[split] = y.astype(np.int64)
     if has_train and x_train.shape[1:] != x_test.shape[1:]:
-        raise SanityError(f"{file}: x_train images are {x_train.shape[1:]} but x_test images {x_test.shape[1:]}")
+        raise SanityError(f"{label}: x_train images are {x_train.shape[1:]} but x_test images {x_test.shape[1:]}")
     classes = int(max(labels["test"].max(initial=0), labels["train"].max(initial=0))) + 1
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else [str(k) for k in range(classes)]
-    ds = Dataset(name="npz", x_train=x_train, y_train=labels["train"], x_test=x_test, y_test=labels["test"],
-                 class_names=names,
-                 provenance={"source": "npz", "name": "npz", "path": str(file.resolve()), "sha256": digest,
-                             "n_train": int(len(x_train)), "n_test": int(len(x_test))})
-    log(f"data: {file} ({len(x_test)} test images {tuple(x_test.shape[1:])}, {len(x_train)} training images, "
-        f"{len(names)} classes)")
-    return ds
+    return Dataset(name=name, x_train=x_train, y_train=labels["train"], x_test=x_test, y_test=labels["test"],
+                   class_names=names, provenance={**provenance, "n_train": int(len(x_train)),
+                                                  "n_test": int(len(x_test))})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -652,7 +667,7 @@ def load_tfds_images(name: str, data_dir=None, train_split: str = "train", test_
     try:
         parts = tfds.as_numpy(builder.as_dataset(split=wanted, as_supervised=True, batch_size=-1))
     except Exception as exc:
-        raise SanityError(f"tfds: cannot read {name!r} as (image, label) arrays ({_one_line(exc)}); images of "
+        raise SanityError(f"tfds: cannot read {name!r} as (image, label) arrays ({_why(exc)}); images of "
                           f"varying sizes need data=folder") from None
     arrays = {}
     for split, (x, y) in zip(("test", "train"), parts):

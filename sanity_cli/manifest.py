@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from typing import Mapping
 
 PACKAGES = ("sanity-cli", "tensorflow", "keras", "tensorflow-datasets", "hydra-core", "omegaconf", "numpy",
             "scipy", "scikit-image", "pandas", "matplotlib")
@@ -48,41 +47,19 @@ def device_summary() -> str:
     return "CPU (TensorFlow sees no GPU)"
 
 
-def invocation(command: str) -> list[str]:
-    """The `sanity` command that reproduces this job: the config folders it was composed from (--config-path,
-    --config-name, --config-dir, hydra.searchpath) and its overrides as Hydra recorded them (a sweep job's own
-    values; not its run directory: a reproduction writes a new one), or the process's argv outside Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra = HydraConfig.get()
-    except ValueError:  # not running under Hydra
-        return list(sys.argv)
-    from .paths import config_dir
-
-    flags = []
-    for source in hydra.runtime.config_sources:
-        folder = str(source.path).removeprefix("file://")
-        if source.provider == "main" and Path(folder).resolve() != config_dir():
-            flags += ["--config-path", folder]
-        elif source.provider == "command-line":
-            flags += ["--config-dir", folder]
-    if hydra.job.config_name not in (None, "sanity"):
-        flags += ["--config-name", hydra.job.config_name]
-    searchpath = [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
-    return ["sanity", command, *flags, *searchpath, *hydra.overrides.task]
-
-
-def build_manifest(cfg: DictConfig, *, dataset, models, phases, started, extra=None, command: str = "run") -> dict:
+def build_manifest(config: Mapping, *, provenance, models, phases, started, extra=None,
+                   command: list[str] | None = None) -> dict:
+    """The manifest of a run or a training: `config` is the resolved config (RunSpec.config), `command` what
+    reproduces it (the CLI's invocation; check()'s Result.save has none)."""
     return {
-        "command": invocation(command),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": cfg.seed,
+        "command": list(command) if command else ["python", "-c", "sanity_cli.check(...)"],
+        "config": dict(config),
+        "seed": config["seed"],
         "versions": versions(),
         "git_commit": git_commit(),
         "device": device_summary(),
         "host": platform.node(),
-        "data_provenance": dataset.provenance,
+        "data_provenance": provenance,
         "models": models,
         "phase_seconds": phases,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -20,10 +20,13 @@ works through the batch in chunks of map pairs that stay in the CPU cache.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 
 import numpy as np
 
+from sanity_cli import params as parameters
 from sanity_cli.errors import SanityError
 
 
@@ -34,7 +37,7 @@ class Metric:
     values) and with which statistic (`spearman`, `pearson`, `ssim`, `entropy_rise`). The similarities lie in
     [-1, 1] (higher = more alike; correlations are undefined when a map is constant, SSIM never is).
     `entropy_rise` is Hedström et al.'s eMPRT score, not a similarity: higher = the second map is more complex.
-    `params`: the parameters the metric accepts (metric.NAME.PARAM in the config)."""
+    `params`: the parameters the metric accepts (metric.NAME.PARAM in the config), each with its rule and default."""
 
     name: str
     normalise: str
@@ -42,27 +45,17 @@ class Metric:
     statistic: str
     value_range: tuple[float, float] = (-1.0, 1.0)
     higher_is_more_similar: bool = True
-    params: tuple[str, ...] = ("normalisation",)
-    default_normalisation: str = "paper"
+    params: typing.Mapping[str, parameters.Param] = dataclasses.field(
+        default_factory=lambda: {"normalisation": _NORMALISE})
 
     @property
     def can_be_undefined(self) -> bool:
         return self.statistic != "ssim"
 
+    @property
+    def default_normalisation(self) -> str:
+        return self.params["normalisation"].default
 
-METRICS = {metric.name: metric for metric in (
-    Metric("spearman_abs", "absolute", "pixels", "spearman"),
-    Metric("spearman", "diverging", "pixels", "spearman"),
-    Metric("ssim", "absolute", "pixels", "ssim"),
-    Metric("hog_pearson", "absolute", "hog", "pearson", params=("normalisation", "pixels_per_cell")),  # paper's text
-    Metric("hog_spearman", "absolute", "hog", "spearman", params=("normalisation", "pixels_per_cell")),  # notebooks
-    # Hedström et al. 2023, efficient MPRT: (H(other) - H(reference)) / H(reference), H the Shannon entropy (nats)
-    # of a `n_bins` histogram of the map's values (Quantus' discrete_entropy); raw values by default, as Quantus.
-    Metric("entropy_rise", "diverging", "histogram", "entropy_rise", value_range=(-1.0, np.inf),
-           higher_is_more_similar=False, params=("normalisation", "n_bins"),
-           default_normalisation="raw"),
-)}
-METRIC_NAMES = tuple(METRICS)
 
 _PERCENTILE = 99.0
 # paper: the metric's own (normalize_absolute, or normalize_diverging for `spearman`); signed: normalize_diverging;
@@ -73,6 +66,34 @@ _PERCENTILE = 99.0
 # diverging_norm of a 2-D map.
 NORMALISATIONS = ("paper", "signed", "second_moment", "max", "raw")
 ENTROPY_BINS = 100  # Quantus' discrete_entropy default
+_NORMALISE = parameters.Choice("paper", tuple(n for n in NORMALISATIONS if n != "raw"))
+
+
+def _is_cells(value) -> bool:
+    """pixels_per_cell: a positive integer, or a pair of them (height, width)."""
+    pair = (value, value) if np.isscalar(value) else tuple(value)
+    return len(pair) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                  for v in pair)
+
+
+_PIXELS_PER_CELL = parameters.Param(None, _is_cells, "a positive int or a pair of positive ints", nullable=True)
+
+METRICS = {metric.name: metric for metric in (
+    Metric("spearman_abs", "absolute", "pixels", "spearman"),
+    Metric("spearman", "diverging", "pixels", "spearman"),
+    Metric("ssim", "absolute", "pixels", "ssim"),
+    Metric("hog_pearson", "absolute", "hog", "pearson",  # the paper's text
+           params={"normalisation": _NORMALISE, "pixels_per_cell": _PIXELS_PER_CELL}),
+    Metric("hog_spearman", "absolute", "hog", "spearman",  # the notebooks
+           params={"normalisation": _NORMALISE, "pixels_per_cell": _PIXELS_PER_CELL}),
+    # Hedström et al. 2023, efficient MPRT: (H(other) - H(reference)) / H(reference), H the Shannon entropy (nats)
+    # of a `n_bins` histogram of the map's values (Quantus' discrete_entropy); raw values by default, as Quantus.
+    Metric("entropy_rise", "diverging", "histogram", "entropy_rise", value_range=(-1.0, np.inf),
+           higher_is_more_similar=False,
+           params={"normalisation": parameters.Choice("raw", NORMALISATIONS),
+                   "n_bins": parameters.Int(ENTROPY_BINS, low=2)}),
+)}
+METRIC_NAMES = tuple(METRICS)
 # values per map times map pairs per chunk in ``compare``: small enough to stay in the CPU cache
 _CHUNK_ELEMENTS = 1 << 14  # 20 pairs of 28x28 maps; one pair of 299x299 maps
 
@@ -397,6 +418,13 @@ def _hog_batch(images: np.ndarray, ppc: tuple[int, int], cpb: tuple[int, int],
     nbr, nbc = ncr - b_row + 1, ncc - b_col + 1
     if nbr < 1 or nbc < 1:
         raise SanityError(f"{h}x{w} maps are too small for HOG with {ppc} pixels per cell and {cpb} cells per block")
+    magnitude, k = _hog_gradients(images, orientations)
+    hist = _hog_cells(magnitude, k, ppc, orientations)
+    return _hog_blocks(hist, cpb, eps)
+
+
+def _hog_gradients(images: np.ndarray, orientations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-2 of _hog_batch and the bin index of each pixel: (magnitude, k), k == orientations for no bin."""
     g_row = np.zeros_like(images)
     np.subtract(images[:, 2:, :], images[:, :-2, :], out=g_row[:, 1:-1, :])
     g_col = np.zeros_like(images)
@@ -423,6 +451,14 @@ def _hog_batch(images: np.ndarray, ppc: tuple[int, int], cpb: tuple[int, int],
         k += orientation >= (k + 1) * step
         np.clip(k, 0, orientations, out=k)
         k = k.astype(np.intp)
+    return magnitude, k
+
+
+def _hog_cells(magnitude: np.ndarray, k: np.ndarray, ppc: tuple[int, int], orientations: int) -> np.ndarray:
+    """Step 3 of _hog_batch: (N, cell rows, cell cols, orientations) histograms, skimage's float32 rounding."""
+    n, h, w = magnitude.shape
+    c_row, c_col = ppc
+    ncr, ncc = h // c_row, w // c_col
     n_slots = orientations + 1
 
     # (c_row, c_col, N, ncr, ncc): one contiguous slab per pixel position within a cell
@@ -442,8 +478,14 @@ def _hog_batch(images: np.ndarray, ppc: tuple[int, int], cpb: tuple[int, int],
             total += magnitude[dr, dc]
             acc[idx] = total.astype(np.float32).astype(np.float64)
     hist = acc.reshape(n, ncr, ncc, n_slots)[..., :orientations].astype(np.float32)
-    hist = (hist / np.float32(c_row * c_col)).astype(np.float64)
+    return (hist / np.float32(c_row * c_col)).astype(np.float64)
 
+
+def _hog_blocks(hist: np.ndarray, cpb: tuple[int, int], eps: float) -> np.ndarray:
+    """Steps 4-5 of _hog_batch: L2-Hys normalised blocks, (N, D)."""
+    n, ncr, ncc, orientations = hist.shape
+    b_row, b_col = cpb
+    nbr, nbc = ncr - b_row + 1, ncc - b_col + 1
     blocks = np.empty((n, nbr, nbc, b_row, b_col, orientations), dtype=np.float64)
     for i in range(b_row):
         for j in range(b_col):
@@ -470,23 +512,25 @@ def _hog_features(maps: np.ndarray, pixels_per_cell) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # public entry point
 # --------------------------------------------------------------------------- #
-def check_params(metric: str, params: dict) -> None:
-    """A known metric with known parameters (the image-size check of pixels_per_cell needs the maps: compare)."""
+def get(metric: str) -> Metric:
     if metric not in METRIC_NAMES:
         raise SanityError(f"unknown metric '{metric}'; choose from {', '.join(METRIC_NAMES)}")
-    spec = METRICS[metric]
-    unknown = sorted(set(params) - set(spec.params))
+    return METRICS[metric]
+
+
+def check_params(metric: str, params: typing.Mapping | None) -> dict:
+    """A known metric's parameters, checked against its declaration, defaults filled in."""
+    unknown = sorted(set(params or {}) - set(get(metric).params))
     if unknown:
         raise SanityError(f"unknown parameter(s) {', '.join(unknown)} of metric {metric}; supported: "
-                          f"{', '.join(spec.params)}")
-    normalisation = params.get("normalisation") or spec.default_normalisation
-    allowed = NORMALISATIONS if spec.features == "histogram" else tuple(n for n in NORMALISATIONS if n != "raw")
-    if normalisation not in allowed:
-        raise SanityError(f"metric.{metric}.normalisation must be one of {', '.join(allowed)}, "
-                          f"got {normalisation!r}")
-    bins = params.get("n_bins", ENTROPY_BINS)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-        raise SanityError(f"metric.{metric}.n_bins must be an integer >= 2, got {bins!r}")
+                          f"{', '.join(get(metric).params)}")
+    return parameters.check(f"metric.{metric}", get(metric).params, params, owner=f"metric {metric}")
+
+
+def check_shape(metric: str, params: typing.Mapping, shape_hw: tuple[int, int]) -> None:
+    """What needs the maps' size (pixels_per_cell no larger than the maps), checked before any work."""
+    if get(metric).features == "hog":
+        _hog_params(tuple(shape_hw), params.get("pixels_per_cell"))
 
 
 def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> tuple[np.ndarray, np.ndarray]:
@@ -506,7 +550,7 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     A correlation is undefined when either input vector has zero variance; the entropy rise when the
     reference map's entropy is 0 (a constant map).
     """
-    check_params(metric, params)
+    params = check_params(metric, params)
     ref = np.asarray(reference)
     oth = np.asarray(other)
     if ref.shape != oth.shape:
@@ -517,10 +561,9 @@ def compare(reference: np.ndarray, other: np.ndarray, metric: str, **params) -> 
     # validate once for the whole batch (error messages name whole-batch image indices)
     ref = _as_batch(ref)
     oth = _as_batch(oth)
-    ppc = params.get("pixels_per_cell")
-    normalisation = params.get("normalisation") or METRICS[metric].default_normalisation
+    ppc, normalisation = params.get("pixels_per_cell"), params["normalisation"]
     if METRICS[metric].statistic == "entropy_rise":
-        return entropy_rise(ref, oth, normalisation, params.get("n_bins", ENTROPY_BINS))
+        return entropy_rise(ref, oth, normalisation, params["n_bins"])
     if METRICS[metric].features == "hog":
         _hog_params(ref.shape[1:3], ppc)  # raises on a bad pixels_per_cell before any work
 

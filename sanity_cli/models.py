@@ -24,7 +24,8 @@ import numpy as np
 
 from .randomize import Block
 
-ARCHITECTURE_VERSION = 2  # 2: the released code's initializers; bump when an architecture changes: it is part of the model-cache key
+# 2: the released code's initializers; bump when an architecture changes: it is part of the model-cache key
+ARCHITECTURE_VERSION = 2
 
 
 def _cnn_init() -> dict:

@@ -17,7 +17,7 @@ import pandas as pd
 from . import sanity_tests
 from .errors import SanityError
 from .io import write_text
-from .report import format_interval, verdict_heading
+from .report import format_interval
 
 PAGE = "report.html"
 RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "models.csv", "manifest.json")
@@ -75,8 +75,8 @@ def run_page(run_dir: Path) -> Path:
     similarity = run_dir / "similarity.png"
     test = config["test"]["name"]
     spec = sanity_tests.get(test) if test in sanity_tests.TESTS else sanity_tests.get("cascading")
-    header = [("model", config["model"]["name"]), ("data", f"{config['data']['name']} "
-                                                            f"({manifest.get('data_provenance', {}).get('source', '')})"),
+    source = manifest.get("data_provenance", {}).get("source", "")
+    header = [("model", config["model"]["name"]), ("data", f"{config['data']['name']} ({source})"),
               ("test", test), ("budget", config["budget"]["name"]), ("seed", manifest.get("seed")),
               ("images explained", len(manifest.get("explained_images", []))),
               ("device", manifest.get("device", "")), ("started", manifest.get("started", "")),
@@ -89,8 +89,10 @@ def run_page(run_dir: Path) -> Path:
         title=f"sanity: {config['model']['name']} on {config['data']['name']}, {test} test",
         summary_line=", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference")
                                if v in counts),
-        header=header, command=shlex.join(["sanity", *argv[1:]]),
-        verdict_heading=verdict_heading(config["verdict"], test, config["test"].get("tolerance")), verdict=verdict_rows(verdict),
+        header=header, command=shlex.join(["sanity", *argv[1:]] if argv[0] == "sanity" else argv),
+        verdict_heading=spec.heading(config["verdict"]["metric"], config["verdict"]["rule"],
+                                     config["verdict"]["threshold"], config["test"]),
+        verdict=verdict_rows(verdict),
         compared=f"compared: {verdict['compared'].iloc[0]}" if len(verdict) else "",
         similarity=data_uri(similarity) if similarity.exists() else None,
         similarity_caption=(f"{verdict['compared'].iloc[0] if len(verdict) else test}: mean similarity per method "
@@ -129,7 +131,8 @@ def jobs_page(directory: Path, verdict: pd.DataFrame, title: str, explanation: s
     for row in verdict.itertuples():
         job_page = next((p for p in (directory / str(row.job) / PAGE,) if p.exists()), None)
         rows.append({"job": row.job, "page": f"{row.job}/{PAGE}" if job_page else None,
-                     "columns": [getattr(row, c) for c in job_columns], **verdict_rows(pd.DataFrame([row._asdict()]))[0]})
+                     "columns": [getattr(row, c) for c in job_columns],
+                     **verdict_rows(pd.DataFrame([row._asdict()]))[0]})
     counts = verdict["verdict"].value_counts() if len(verdict) else pd.Series(dtype=int)
     page = _environment().get_template("jobs.html.j2").render(
         title=title, explanation=explanation, job_columns=list(job_columns), rows=rows, failed=list(failed),

@@ -4,7 +4,6 @@ plus ../shared/data/images when present), resized and centre-cropped to the mode
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from .data import Dataset
 from .errors import SanityError
+from .io import sha256_file
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SKIMAGE_SAMPLES = ("chelsea", "coffee", "astronaut", "rocket")
@@ -111,77 +111,70 @@ def _labels(labels_csv: str | None) -> dict[str, int]:
 
 def load_photos(path: str | None, size: int = 299, max_images: int | None = None, labels_csv: str | None = None,
                 log=print) -> Dataset:
-    """Photos as a Dataset whose test split holds the images (float32 (N,size,size,3) in [0,1])."""
-    pictures, names, digests = [], [], []
+    """`data=images`: photos for ImageNet models (RGB, size x size, labels: ImageNet class indices from
+    `data.labels_csv`), from a folder (load_folder), or by default scikit-image's sample photos plus
+    ../shared/data/images when present."""
     if path:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise SanityError(f"data.path {folder} is not a directory; point it at a folder of photos")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
-        if not files:
-            raise SanityError(f"data.path {folder} holds no images ({', '.join(sorted(EXTENSIONS))})")
-        for file in files:
-            if max_images and len(pictures) == max_images:
-                break
+        return load_folder(path, size, 3, labels_csv, max_images, log, name="images", class_names=class_index(),
+                           subfolders=False)
+    from skimage import data as samples
+
+    pictures = [sample_rgb(getattr(samples, name)()) for name in SKIMAGE_SAMPLES]
+    names = [f"skimage.data.{name}" for name in SKIMAGE_SAMPLES]
+    if SHARED_IMAGES.is_dir():
+        for file in sorted(p for p in SHARED_IMAGES.iterdir() if p.suffix.lower() in EXTENSIONS):
             picture = decode(file, log)
             if picture is not None:
                 pictures.append(picture)
                 names.append(file.name)
-                digests.append(hashlib.sha256(file.read_bytes()).hexdigest())
-        if not pictures:
-            raise SanityError(f"data.path {folder} holds no readable image (every file was skipped, see the "
-                              f"warnings); add photos PIL can read")
-        source = str(folder)
-    else:
-        from skimage import data as samples
-
-        for name in SKIMAGE_SAMPLES:
-            pictures.append(sample_rgb(getattr(samples, name)()))
-            names.append(f"skimage.data.{name}")
-        if SHARED_IMAGES.is_dir():
-            for file in sorted(p for p in SHARED_IMAGES.iterdir() if p.suffix.lower() in EXTENSIONS):
-                picture = decode(file, log)
-                if picture is not None:
-                    pictures.append(picture)
-                    names.append(file.name)
-        if max_images:
-            pictures, names = pictures[:max_images], names[:max_images]
-        source = "embedded default: scikit-image sample photos" + (
-            f" + {SHARED_IMAGES}" if SHARED_IMAGES.is_dir() else "")
+    if max_images:
+        pictures, names = pictures[:max_images], names[:max_images]
+    source = "embedded default: scikit-image sample photos" + (f" + {SHARED_IMAGES}" if SHARED_IMAGES.is_dir() else "")
     images = np.stack([resize_center_crop(p, size) for p in pictures])
     given = _labels(labels_csv)
     labels = np.array([given.get(n, -1) for n in names], np.int64)
-    names_table = class_index() or [str(i) for i in range(1000)]
     log(f"data: {len(images)} photos from {source}")
-    provenance = {"source": "images", "path": source, "files": names, "sha256": digests or None,
-                  "size": size, "labels_csv": labels_csv}
+    provenance = {"source": "images", "path": source, "files": names, "sha256": None, "size": size,
+                  "labels_csv": labels_csv}
+    return _test_split("images", images, labels, class_index() or [str(i) for i in range(1000)], provenance)
+
+
+def _test_split(name: str, images: np.ndarray, labels, class_names: list[str], provenance: dict) -> Dataset:
+    """A Dataset whose test split holds the pictures; there is no training split."""
     empty = np.zeros((0,) + images.shape[1:], np.float32)
-    return Dataset(name="images", x_train=empty, y_train=np.zeros(0, np.int64), x_test=images, y_test=labels,
-                   class_names=names_table, provenance=provenance)
+    return Dataset(name=name, x_train=empty, y_train=np.zeros(0, np.int64), x_test=images.astype(np.float32),
+                   y_test=np.asarray(labels, np.int64), class_names=class_names, provenance=provenance)
+
+
+def _listing(folder: Path, labels_csv: str | None, subfolders: bool) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(file, label) of every picture and the class folders: one subfolder per class (class index = their sorted
+    order), or a flat folder with labels from labels_csv (file,label; -1 where none)."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if subfolders else []
+    if classes:
+        return [(file, k) for k, name in enumerate(classes)
+                for file in sorted((folder / name).iterdir()) if file.suffix.lower() in EXTENSIONS], classes
+    given = _labels(labels_csv)
+    return [(file, given.get(file.name, -1)) for file in sorted(folder.iterdir())
+            if file.suffix.lower() in EXTENSIONS], []
 
 
 def load_folder(path: str | None, size: int, channels: int = 3, labels_csv: str | None = None,
-                max_images: int | None = None, log=print) -> Dataset:
-    """`data=folder data.path=DIR`: one subfolder per class (class index = the subfolders' sorted order), or a
-    flat folder of images with optional labels from `data.labels_csv` (file,label; unlabelled images are
-    explained for the model's top-1). Images are decoded by PIL (decode), scaled and centre-cropped to `size`, and
-    made grayscale when the model takes one channel. The test split holds them all; there is no training split."""
+                max_images: int | None = None, log=print, *, name: str = "folder",
+                class_names: list[str] | None = None, subfolders: bool = True) -> Dataset:
+    """The one loader of a folder of pictures (`data=folder data.path=DIR`, and `data=images data.path=DIR`):
+    one subfolder per class, or a flat folder of images with optional labels from `data.labels_csv` (file,label;
+    unlabelled images are explained for the model's top-1). Images are decoded by PIL (decode), scaled and
+    centre-cropped to `size`, and made grayscale when the model takes one channel. The test split holds them all."""
     if not path:
         raise SanityError("data=folder needs the images' folder: data.path=DIR (one subfolder per class, or flat)")
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise SanityError(f"data.path {folder} is not a directory; point it at a folder of images")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes:
-        files = [(file, k) for k, name in enumerate(classes)
-                 for file in sorted((folder / name).iterdir()) if file.suffix.lower() in EXTENSIONS]
-    else:
-        given = _labels(labels_csv)
-        files = [(file, given.get(file.name, -1)) for file in sorted(folder.iterdir())
-                 if file.suffix.lower() in EXTENSIONS]
+    files, classes = _listing(folder, labels_csv, subfolders)
     if not files:
-        raise SanityError(f"data.path {folder} holds no images ({', '.join(sorted(EXTENSIONS))}) in it or in "
-                          f"its subfolders")
+        where = " in it or in its subfolders" if subfolders else ""
+        raise SanityError(f"data.path {folder} holds no images ({', '.join(sorted(EXTENSIONS))}){where}")
     pictures, labels, names, digests = [], [], [], []
     for file, label in files:
         if max_images and len(pictures) == max_images:
@@ -193,14 +186,13 @@ def load_folder(path: str | None, size: int, channels: int = 3, labels_csv: str 
         pictures.append(picture.mean(axis=-1, keepdims=True) if channels == 1 else picture)
         labels.append(label)
         names.append(str(file.relative_to(folder)))
-        digests.append(hashlib.sha256(file.read_bytes()).hexdigest())
+        digests.append(sha256_file(file))
     if not pictures:
-        raise SanityError(f"data.path {folder} holds no readable image (every file was skipped, see the warnings)")
-    images = np.stack(pictures).astype(np.float32)
-    class_names = classes or [str(k) for k in range(max(max(labels) + 1, 1))]
-    log(f"data: {len(images)} images from {folder}" + (f" in {len(classes)} class folders" if classes else ""))
-    provenance = {"source": "folder", "path": str(folder.resolve()), "files": names, "sha256": digests,
+        raise SanityError(f"data.path {folder} holds no readable image (every file was skipped, see the warnings); "
+                          f"add pictures PIL can read")
+    log(f"data: {len(pictures)} {'photos' if name == 'images' else 'images'} from {folder}"
+        + (f" in {len(classes)} class folders" if classes else ""))
+    provenance = {"source": name, "path": str(folder.resolve()), "files": names, "sha256": digests,
                   "size": size, "labels_csv": labels_csv, "classes": classes or None}
-    empty = np.zeros((0,) + images.shape[1:], np.float32)
-    return Dataset(name="folder", x_train=empty, y_train=np.zeros(0, np.int64), x_test=images,
-                   y_test=np.asarray(labels, np.int64), class_names=class_names, provenance=provenance)
+    return _test_split(name, np.stack(pictures), labels,
+                       class_names or classes or [str(k) for k in range(max(max(labels) + 1, 1))], provenance)

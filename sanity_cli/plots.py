@@ -8,6 +8,7 @@ half-written file. Undefined values (NaN) are simply not drawn.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 import os
 import re
 from typing import TYPE_CHECKING
@@ -148,6 +149,152 @@ def _panel_grid(n: int) -> tuple[int, int]:
 
 
 # Saliency grid -----------------------------------------------------------------------------------
+def _grid_arrays(inputs, maps, column_labels, input_captions):
+    """saliency_grid_figure's arguments checked: (inputs (N, H, W, C), {method: (N, S, H, W)}, column labels,
+    captions or None)."""
+    inputs = np.asarray(inputs, dtype=float)
+    if inputs.ndim == 3:
+        inputs = inputs[..., None]
+    if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"saliency_grid: inputs must have shape (N, H, W, C) with C in (1, 3), got {inputs.shape}"
+        )
+    n_img, height, width = inputs.shape[:3]
+    if n_img == 0:
+        raise ValueError("saliency_grid: inputs holds no images (N = 0)")
+    if not maps:
+        raise ValueError("saliency_grid: maps is empty; pass at least one method")
+    column_labels = [str(c) for c in column_labels]
+    n_stage = len(column_labels)
+    if n_stage == 0:
+        raise ValueError("saliency_grid: column_labels is empty; pass one label per stage")
+    arrays: dict[str, np.ndarray] = {}
+    expected = (n_img, n_stage, height, width)
+    for m in maps:
+        a = np.asarray(maps[m], dtype=float)
+        if a.shape != expected:
+            raise ValueError(
+                f"saliency_grid: maps[{m!r}] has shape {a.shape}, expected (N, S, H, W) = {expected} "
+                f"(N images from inputs, S = len(column_labels) = {n_stage}, H, W from inputs)"
+            )
+        arrays[m] = a
+    if input_captions is not None:
+        input_captions = [str(c) for c in input_captions]
+        if len(input_captions) != n_img:
+            raise ValueError(
+                f"saliency_grid: got {len(input_captions)} input_captions for {n_img} images"
+            )
+    return inputs, arrays, column_labels, input_captions
+
+
+@dataclass
+class _GridLayout:
+    """The grid's sizes, in inches (then converted to figure fractions)."""
+
+    fig_w: float
+    fig_h: float
+    cell: float
+    gutter: float
+    left: float
+    top: float            # title and column titles
+    block_h: float
+    block_gap: float
+    rotate: bool
+    wrapped: list[str]    # the method labels
+    captions: list[str] | None
+    font: float = 10.0    # method and column labels: larger than the captions and tick-sized text
+    small: float = 8.0
+    pad: float = 0.04     # between cells
+    pad_in: float = 3 / 72.0  # a title's distance above its cell (matplotlib's title pad, 3 points)
+
+    @property
+    def step(self) -> float:
+        return self.cell + self.pad
+
+    def at(self, x_in: float, y_from_top_in: float) -> tuple[float, float]:
+        """Figure coordinates of a point given in inches from the top-left corner."""
+        return x_in / self.fig_w, 1.0 - y_from_top_in / self.fig_h
+
+
+def _grid_layout(n_img: int, n_rows: int, labels: list[str], column_labels: list[str], captions, title: str
+                 ) -> _GridLayout:
+    n_stage = len(column_labels)
+    cell = float(np.clip(12.0 / (n_stage + 1), 0.9, 1.6))
+    font, small, pad = 10.0, 8.0, 0.04
+    wrapped = [_wrap(lbl, 18) for lbl in labels]
+    gutter = max(0.6, max(_text_width(w, font) for w in wrapped) + 0.25)
+    longest = max(_text_width(c, font) for c in ["input"] + column_labels)
+    rotate = longest > cell - 0.05
+    col_title_h = (longest * math.sin(math.radians(45)) + 0.2) if rotate else 0.3
+    title_h = 0.5 if title else 0.0
+    caption_h, wrapped_caps = 0.0, None
+    if captions is not None:
+        chars = max(6, int(cell / (small * _CHAR_W)))
+        wrapped_caps = [_wrap(c, chars) for c in captions]
+        n_lines = max(c.count("\n") + 1 for c in wrapped_caps)
+        caption_h = 0.08 + n_lines * small * 1.3 / 72.0
+    block_gap = 0.25
+    if n_rows == 1:  # the caption has no empty cell below it: make room in the gap
+        block_gap = max(block_gap, caption_h + 0.1)
+    bottom = 0.1 + (caption_h if n_rows == 1 else 0.0)
+    left, right = 0.1, 0.15
+    step = cell + pad
+    block_h = n_rows * step
+    return _GridLayout(fig_w=left + cell + gutter + n_stage * step + right,
+                       fig_h=title_h + col_title_h + n_img * block_h + (n_img - 1) * block_gap + bottom,
+                       cell=cell, gutter=gutter, left=left, top=title_h + col_title_h, block_h=block_h,
+                       block_gap=block_gap, rotate=rotate, wrapped=wrapped, captions=wrapped_caps)
+
+
+def _image_cell(fig: Figure, layout: _GridLayout, x_in: float, y_top_in: float, values: np.ndarray, cmap, low: float,
+                high: float) -> None:
+    """values drawn in the cell x cell square whose top-left corner is at (x_in, y_top_in), at their own aspect
+    ratio and centred (as imshow in a square Axes): a figure-level image, not an Axes (an Axes per cell cost ~10 ms
+    to make and draw; a run writes hundreds of cells)."""
+    cell, fig_w, fig_h = layout.cell, layout.fig_w, layout.fig_h
+    h, w = values.shape[:2]
+    box_w, box_h = (cell, cell * h / w) if w >= h else (cell * w / h, cell)
+    left_in, bottom_in = x_in + (cell - box_w) / 2, y_top_in + (cell + box_h) / 2
+    box = TransformedBbox(Bbox.from_bounds(left_in / fig_w, 1.0 - bottom_in / fig_h, box_w / fig_w,
+                                           box_h / fig_h), fig.transFigure)
+    image = BboxImage(box, cmap=cmap, norm=Normalize(low, high), origin="upper")
+    image.set_data(values)
+    fig.add_artist(image)
+
+
+def _input_cell(fig: Figure, layout: _GridLayout, i: int, y: float, img: np.ndarray) -> None:
+    """The input image (the first row of block i), its caption, and above the first block the column's title."""
+    x_input, cell = layout.left, layout.cell
+    _image_cell(fig, layout, x_input, y, img[..., 0] if img.shape[-1] == 1 else img,
+                "gray" if img.shape[-1] == 1 else None, 0.0, 1.0)
+    if layout.captions is not None:
+        fig.text(*layout.at(x_input + cell / 2, y + 1.04 * cell), layout.captions[i], ha="center", va="top",
+                 fontsize=layout.small)
+    if i == 0:
+        fig.text(*layout.at(x_input + cell / 2, y - layout.pad_in), "input", ha="center", va="baseline",
+                 fontsize=layout.font)
+
+
+def _stage_cell(fig: Figure, layout: _GridLayout, x: float, y: float, shown: np.ndarray, cmap, low, high,
+                label: str | None) -> None:
+    """One map; "constant map" where it has nothing to rank; above the first row its stage's title."""
+    cell = layout.cell
+    _image_cell(fig, layout, x, y, shown, cmap, low, high)
+    finite = shown[np.isfinite(shown)]
+    if finite.size == 0 or finite.min() == finite.max():  # nothing to rank: correlation undefined
+        fig.text(*layout.at(x + cell / 2, y + cell / 2), "constant\nmap", ha="center", va="center",
+                 fontsize=layout.small, color="tab:red", fontstyle="italic",
+                 bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})
+    if label is None:
+        return
+    if layout.rotate:
+        fig.text(*layout.at(x + 0.3 * cell, y - 0.03 * cell), label, rotation=45, rotation_mode="anchor",
+                 ha="left", va="bottom", fontsize=layout.font)
+    else:
+        fig.text(*layout.at(x + cell / 2, y - layout.pad_in), label, ha="center", va="baseline",
+                 fontsize=layout.font)
+
+
 def saliency_grid_figure(
     inputs: np.ndarray,
     maps: dict[str, np.ndarray],
@@ -168,146 +315,31 @@ def saliency_grid_figure(
     maps[method]: (N, S, H, W) normalised maps, S = len(column_labels).
     mode: 'absolute' (values in [0, 1], gray) or 'diverging' (values in [-1, 1], 'bwr').
     """
-    # ---- validation
     if mode not in ("absolute", "diverging"):
         raise ValueError(f"saliency_grid: mode must be 'absolute' or 'diverging', got {mode!r}")
-    inputs = np.asarray(inputs, dtype=float)
-    if inputs.ndim == 3:
-        inputs = inputs[..., None]
-    if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"saliency_grid: inputs must have shape (N, H, W, C) with C in (1, 3), got {inputs.shape}"
-        )
-    n_img, height, width = inputs.shape[:3]
-    if n_img == 0:
-        raise ValueError("saliency_grid: inputs holds no images (N = 0)")
-    if not maps:
-        raise ValueError("saliency_grid: maps is empty; pass at least one method")
-    column_labels = [str(c) for c in column_labels]
-    n_stage = len(column_labels)
-    if n_stage == 0:
-        raise ValueError("saliency_grid: column_labels is empty; pass one label per stage")
-    methods = list(maps)
-    arrays: dict[str, np.ndarray] = {}
-    expected = (n_img, n_stage, height, width)
-    for m in methods:
-        a = np.asarray(maps[m], dtype=float)
-        if a.shape != expected:
-            raise ValueError(
-                f"saliency_grid: maps[{m!r}] has shape {a.shape}, expected (N, S, H, W) = {expected} "
-                f"(N images from inputs, S = len(column_labels) = {n_stage}, H, W from inputs)"
-            )
-        arrays[m] = a
-    if input_captions is not None:
-        input_captions = [str(c) for c in input_captions]
-        if len(input_captions) != n_img:
-            raise ValueError(
-                f"saliency_grid: got {len(input_captions)} input_captions for {n_img} images"
-            )
-    row_labels = dict(row_labels or {})
-    labels = [str(row_labels.get(m, m)) for m in methods]
-
-    if mode == "absolute":
-        cmap, vmin, vmax = "gray", 0.0, 1.0
-    else:
-        cmap, vmin, vmax = "bwr", -1.0, 1.0
-
-    # ---- layout (all in inches, then converted to figure fractions)
-    n_rows = len(methods)
-    n_cols = n_stage + 1
-    cell = float(np.clip(12.0 / n_cols, 0.9, 1.6))
-    pad = 0.04  # between cells
-    font = 10.0   # method and column labels: larger than the captions and tick-sized text
-    small = 8.0
-
-    wrapped = [_wrap(lbl, 18) for lbl in labels]
-    gutter = max(0.6, max(_text_width(w, font) for w in wrapped) + 0.25)
-
-    col_titles = ["input"] + column_labels
-    longest = max(_text_width(c, font) for c in col_titles)
-    rotate = longest > cell - 0.05
-    col_title_h = (longest * math.sin(math.radians(45)) + 0.2) if rotate else 0.3
-    title_h = 0.5 if title else 0.0
-
-    caption_h = 0.0
-    wrapped_caps = None
-    if input_captions is not None:
-        chars = max(6, int(cell / (small * _CHAR_W)))
-        wrapped_caps = [_wrap(c, chars) for c in input_captions]
-        n_lines = max(c.count("\n") + 1 for c in wrapped_caps)
-        caption_h = 0.08 + n_lines * small * 1.3 / 72.0
-    block_gap = 0.25
-    if n_rows == 1:  # the caption has no empty cell below it: make room in the gap
-        block_gap = max(block_gap, caption_h + 0.1)
-    bottom = 0.1 + (caption_h if n_rows == 1 else 0.0)
-    left, right = 0.1, 0.15
-
-    step = cell + pad
-    fig_w = left + cell + gutter + n_stage * step + right
-    block_h = n_rows * step
-    fig_h = title_h + col_title_h + n_img * block_h + (n_img - 1) * block_gap + bottom
-
-    fig = Figure(figsize=(fig_w, fig_h))
+    inputs, arrays, column_labels, input_captions = _grid_arrays(inputs, maps, column_labels, input_captions)
+    methods = list(arrays)
+    labels = [str(dict(row_labels or {}).get(m, m)) for m in methods]
+    cmap, vmin, vmax = ("gray", 0.0, 1.0) if mode == "absolute" else ("bwr", -1.0, 1.0)
+    layout = _grid_layout(len(inputs), len(methods), labels, column_labels, input_captions, title)
+    fig = Figure(figsize=(layout.fig_w, layout.fig_h))
     fig.patch.set_facecolor("white")
-    pad_in = 3 / 72.0  # a title's distance above its cell (matplotlib's title pad, 3 points)
-
-    def at(x_in: float, y_from_top_in: float) -> tuple[float, float]:
-        """Figure coordinates of a point given in inches from the top-left corner."""
-        return x_in / fig_w, 1.0 - y_from_top_in / fig_h
-
-    def image_cell(x_in: float, y_top_in: float, values: np.ndarray, cmap: str | None, low: float, high: float):
-        """values drawn in the cell x cell square whose top-left corner is at (x_in, y_top_in), at their own
-        aspect ratio and centred (as imshow in a square Axes): a figure-level image, not an Axes (an Axes per cell
-        cost ~10 ms to make and draw; a run writes hundreds of cells)."""
-        h, w = values.shape[:2]
-        box_w, box_h = (cell, cell * h / w) if w >= h else (cell * w / h, cell)
-        left_in, bottom_in = x_in + (cell - box_w) / 2, y_top_in + (cell + box_h) / 2
-        box = TransformedBbox(Bbox.from_bounds(left_in / fig_w, 1.0 - bottom_in / fig_h, box_w / fig_w,
-                                               box_h / fig_h), fig.transFigure)
-        image = BboxImage(box, cmap=cmap, norm=Normalize(low, high), origin="upper")
-        image.set_data(values)
-        fig.add_artist(image)
-
-    x_input = left
-    x_stage0 = left + cell + gutter
-    y0 = title_h + col_title_h
-    for i in range(n_img):
-        y_block = y0 + i * (block_h + block_gap)
+    x_stage0 = layout.left + layout.cell + layout.gutter
+    for i in range(len(inputs)):
+        y_block = layout.top + i * (layout.block_h + layout.block_gap)
         img = np.clip(np.nan_to_num(inputs[i], nan=0.0), 0.0, 1.0)
         for r, m in enumerate(methods):
-            y = y_block + r * step
-            # input column: first row of the block only
-            if r == 0:
-                if img.shape[-1] == 1:
-                    image_cell(x_input, y, img[..., 0], "gray", 0.0, 1.0)
-                else:
-                    image_cell(x_input, y, img, None, 0.0, 1.0)
-                if wrapped_caps is not None:
-                    fig.text(*at(x_input + cell / 2, y + 1.04 * cell), wrapped_caps[i], ha="center", va="top",
-                             fontsize=small)
-                if i == 0:
-                    fig.text(*at(x_input + cell / 2, y - pad_in), "input", ha="center", va="baseline",
-                             fontsize=font)
+            y = y_block + r * layout.step
+            if r == 0:  # the input column: the first row of the block only
+                _input_cell(fig, layout, i, y, img)
             # method label, right-aligned against the first stage column
-            fig.text(*at(x_stage0 - 0.08, y + cell / 2), wrapped[r], ha="right", va="center", fontsize=font)
-            for s in range(n_stage):
-                x = x_stage0 + s * step
-                shown = arrays[m][i, s]
-                image_cell(x, y, shown, cmap, vmin, vmax)
-                finite = shown[np.isfinite(shown)]
-                if finite.size == 0 or finite.min() == finite.max():  # nothing to rank: correlation undefined
-                    fig.text(*at(x + cell / 2, y + cell / 2), "constant\nmap", ha="center", va="center",
-                             fontsize=small, color="tab:red", fontstyle="italic",
-                             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})
-                if i == 0 and r == 0:
-                    if rotate:
-                        fig.text(*at(x + 0.3 * cell, y - 0.03 * cell), column_labels[s], rotation=45,
-                                 rotation_mode="anchor", ha="left", va="bottom", fontsize=font)
-                    else:
-                        fig.text(*at(x + cell / 2, y - pad_in), column_labels[s], ha="center", va="baseline",
-                                 fontsize=font)
+            fig.text(*layout.at(x_stage0 - 0.08, y + layout.cell / 2), layout.wrapped[r], ha="right", va="center",
+                     fontsize=layout.font)
+            for s in range(len(column_labels)):
+                _stage_cell(fig, layout, x_stage0 + s * layout.step, y, arrays[m][i, s], cmap, vmin, vmax,
+                            column_labels[s] if i == 0 and r == 0 else None)
     if title:
-        fig.text(0.5, 1.0 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12)
+        fig.text(0.5, 1.0 - 0.12 / layout.fig_h, title, ha="center", va="top", fontsize=12)
     return fig
 
 
@@ -371,23 +403,7 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
 
     for k, metric in enumerate(metrics):
         ax = axes[k // ncols][k % ncols]
-        sub = df[df["metric"] == metric]
-        ax.axhline(0.0, color="0.75", lw=0.8, zorder=0)
-        for j, m in enumerate(methods):
-            d = sub[sub["method"] == m].sort_values("stage")
-            if d.empty:
-                continue
-            x = np.array([xpos[s] for s in d["stage"]], dtype=float)
-            y = d["mean"].to_numpy(dtype=float)
-            lo = d["ci_low"].to_numpy(dtype=float)
-            hi = d["ci_high"].to_numpy(dtype=float)
-            ok_band = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
-            if ok_band.any() and m not in controls:
-                ax.fill_between(x, np.where(ok_band, lo, 0.0), np.where(ok_band, hi, 0.0),
-                                where=ok_band, color=colors[m], alpha=0.08, lw=0,
-                                interpolate=False)
-            if np.isfinite(y).any():
-                ax.plot(x, y, **_line_style(m, j, colors, controls))
+        _curves(ax, df[df["metric"] == metric], methods, xpos, colors, controls)
         ax.set_title(str(metric), fontsize=11)
         _metric_axis(ax, metric, ylabel=k % ncols == 0)
         ax.set_xlim(-0.4, n_st - 0.6)
@@ -408,6 +424,25 @@ def similarity_figure(summary: "pd.DataFrame", metrics: list[str], title: str = 
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
+
+
+def _curves(ax, sub, methods: list[str], xpos: dict, colors: dict, controls) -> None:
+    """One panel's lines: each method's mean per stage with a light band over its interval (none for controls)."""
+    ax.axhline(0.0, color="0.75", lw=0.8, zorder=0)
+    for j, m in enumerate(methods):
+        d = sub[sub["method"] == m].sort_values("stage")
+        if d.empty:
+            continue
+        x = np.array([xpos[s] for s in d["stage"]], dtype=float)
+        y = d["mean"].to_numpy(dtype=float)
+        lo = d["ci_low"].to_numpy(dtype=float)
+        hi = d["ci_high"].to_numpy(dtype=float)
+        ok_band = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+        if ok_band.any() and m not in controls:
+            ax.fill_between(x, np.where(ok_band, lo, 0.0), np.where(ok_band, hi, 0.0),
+                            where=ok_band, color=colors[m], alpha=0.08, lw=0, interpolate=False)
+        if np.isfinite(y).any():
+            ax.plot(x, y, **_line_style(m, j, colors, controls))
 
 
 def _is_similarity(metric: str) -> bool:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import SanityError
+from .seeds import derive_seed
 
 if TYPE_CHECKING:  # Keras is imported where variables are re-initialised, not by the config checks
     import keras
@@ -45,9 +46,6 @@ def restore(model: keras.Model, saved: list) -> None:
         variable.assign(value)
 
 
-def derive_seed(*parts: int) -> int:
-    """A 31-bit seed from a tuple of integers (seed, repeat, block index, variable index)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _seeded(initializer, seed: int):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import sanity_tests
+from . import sanity_tests, seeds
 from .metrics import METRICS
 
 VERDICT_RULES = ("baseline", "threshold")
@@ -66,7 +66,7 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
 def null_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n // 2 disjoint pairs of different images (first[k], second[k]), from a seeded permutation: each image
     is in at most one pair, so the pairs' similarities are independent samples of the null."""
-    order = np.random.default_rng([int(seed), 3]).permutation(n)
+    order = seeds.rng(seed, seeds.NULL_PAIRS).permutation(n)
     half = n // 2
     return np.sort(order[:half]), order[half:2 * half][np.argsort(order[:half])]
 
@@ -144,7 +144,8 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     the blocks' intervals); data: true-label vs permuted-label model; input_invariance: original vs shifted inputs,
     judged on `invariance` (each method's largest relative map change): PASS when <= tolerance, else FAIL;
     random_logit: the maps of two classes of the same image, judged against the null like the randomization
-    tests (a method whose maps do not depend on the class is as alike as the same map twice). `null` is summarize_null's table; `problems` maps a method
+    tests (a method whose maps do not depend on the class is as alike as the same map twice). `null` is
+    summarize_null's table; `problems` maps a method
     (or "*" for every method) to unmet preconditions, which make its verdict INCONCLUSIVE, as does a
     constant map in any compared pair. Model-free controls get no verdict: they are `reference` rows showing
     what a map that ignores the model scores.
@@ -248,25 +249,3 @@ def format_verdict(table: pd.DataFrame) -> str:
         lines.append(f"reference rows ({names}): model-free controls; their similarity shows what a map that "
                      f"ignores the model scores, so they get no verdict.")
     return "\n".join(lines)
-
-
-def verdict_heading(verdict_cfg, test: str = "cascading", tolerance=None) -> str:
-    """What the verdict means, in one line (verdict_cfg: the config's `verdict` node or an equal mapping)."""
-    if test == "random_logit" and verdict_cfg["rule"] != "threshold":
-        return (f"Verdict ({verdict_cfg['metric']}, random logit: PASS = the maps of a random other class are no more "
-                f"alike than the maps of two different images (null); FAIL = clearly more alike: the maps do not "
-                f"depend on the class)")
-    if sanity_tests.get(test).verdict_metric == "entropy_rise":
-        return ("Verdict (entropy_rise, efficient MPRT: score = (H(randomized map) - H(trained map)) / H(trained "
-                "map), H the entropy of a histogram of the map's values (n_bins bins), higher = the map lost more "
-                "structure; PASS = clearly above the null, the same score from one image's trained map to "
-                "another's; FAIL = not above it)")
-    if test == "input_invariance":
-        return (f"Verdict (input invariance: PASS = every map unchanged, within a relative {tolerance:g}, when the "
-                f"inputs are shifted and the model absorbs the shift; FAIL = the maps change; similarity: "
-                f"{verdict_cfg['metric']})")
-    if verdict_cfg["rule"] == "threshold":
-        return (f"Verdict ({verdict_cfg['metric']}, threshold rule: FAIL = similarity after randomization >= "
-                f"{verdict_cfg['threshold']})")
-    return (f"Verdict ({verdict_cfg['metric']}, baseline rule: PASS = after randomization no more similar than the "
-            f"trained model's maps of two different images (null); FAIL = clearly more similar)")

@@ -4,7 +4,8 @@ A suite (configs/suites/NAME.yaml, or any YAML file) names jobs, each a list of 
 One reproduce run:
   1. takes the suite's lock (a second, overlapping cron job exits at once with code 75);
   2. continues the suite's unfinished run if the last one was killed, else starts results/reproduce/SUITE/<time>/;
-  3. runs every job as its own `sanity run ... resume=true` process into <run>/<job>/, all output to <run>/reproduce.log;
+  3. runs every job as its own `sanity run ... resume=true` process into <run>/<job>/, all output to
+     <run>/reproduce.log;
   4. writes <run>/suite_verdict.csv (every job's verdict), then points results/reproduce/SUITE/latest and
      results/latest at the run;
   5. compares each method's verdict with its last known verdict (the newest earlier run that has one, so a

@@ -1,6 +1,6 @@
 """The run directory: the one object that decides whether a directory is new, resumable, busy, finished or holds
 another config's run, and that claims, locks, marks failed or removes it. The CLI asks it before Hydra writes
-anything; the pipeline, the unit store, sweeps and `reproduce` use the same answers.
+anything; the core, the unit store, sweeps and `reproduce` use the same answers.
 
 A run directory is *finished* once its manifest (written last) exists; *unfinished* while `units/run.json` holds
 the fingerprint of the config that started it; *busy* while another process holds `units/.lock`.
@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,9 +34,9 @@ class RunDirRefused(SanityError):
     nothing may be (not even an error.txt)."""
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
+def config_fingerprint(cfg: DictConfig | Mapping) -> str:
     """sha256 of the resolved config (without `resume`): equal fingerprints give equal results."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     for key in NOT_FINGERPRINTED:
         container.pop(key, None)
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]

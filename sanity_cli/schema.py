@@ -26,7 +26,7 @@ class Training:
     max_train_images: Optional[int] = None
     validation_images: int = 0
     validation_from: str = "start"
-    l2: float = 0.0
+    l2: Optional[float] = None
     permuted: PermutedTraining = field(default_factory=PermutedTraining)
 
 

@@ -12,14 +12,16 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import seeds
 from .data import Dataset, fingerprint, permute_labels
-from .errors import SanityError
-from .io import atomic_path, write_json
+from .errors import SanityError, one_line
+from .io import atomic_path, sha256_file, write_json
+from .trained import TrainedModel
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -68,14 +70,6 @@ class TrainSettings:
             raise SanityError(f"model.train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
-@dataclass
-class TrainedModel:
-    model: object  # keras.Model
-    key: str
-    labels: str
-    info: dict = field(default_factory=dict)  # accuracies, epochs, cache status
-
-
 def default_cache_dir() -> Path:
     env = os.environ.get("SANITY_CACHE_DIR")
     if env:
@@ -94,7 +88,7 @@ def normalize_labels_mode(labels) -> str:
 
 
 def _architecture(arch):
-    """A registry name or an architectures.Architecture (model=keras: architectures.for_config)."""
+    """A registry name or an architectures.Architecture (model=keras: architectures.KerasFile)."""
     from . import architectures
 
     return architectures.get(arch) if isinstance(arch, str) else arch
@@ -128,14 +122,6 @@ def cache_key(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSet
         spec["optimizer"] = settings.optimizer
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return f"{arch.name}-{dataset.name}-{labels}-{digest}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def used_split(dataset: Dataset, settings: TrainSettings):
@@ -179,7 +165,7 @@ def validation_arrays(dataset: Dataset, settings: TrainSettings):
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The sample order of one epoch: a fresh seeded permutation every epoch. (Keras' fit(shuffle=True) after
     set_random_seed shows the same order in every epoch; a network then learns the sequence, not the data.)"""
-    return np.random.default_rng([int(seed), 2, int(epoch)]).permutation(n)
+    return seeds.rng(seed, seeds.EPOCH_ORDER, epoch).permutation(n)
 
 
 def penalise(model, arch, l2: float) -> int:
@@ -223,8 +209,8 @@ class Checkpoint:
             if steps != len(history) * steps_per_epoch:
                 raise ValueError(f"{steps} optimizer steps for {len(history)} epochs")
         except Exception as err:  # damaged or inconsistent: start again
-            reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
-            log(f"train: checkpoint {self.model_path.name} is unusable ({reason}); starting over")
+            log(f"train: checkpoint {self.model_path.name} is unusable ({one_line(err, first_line=True, limit=80)}); "
+                f"starting over")
             self.remove()
             return None
         return model, history
@@ -248,8 +234,6 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
     train.permuted.target_accuracy, or for train.permuted.max_epochs. With a checkpoint the state is saved
     after every epoch, and a killed training continues where it stopped with the same result.
     """
-    import keras
-
     arch = _architecture(arch)
     labels = normalize_labels_mode(labels)
     x, y = training_arrays(dataset, labels, seed, settings)
@@ -257,27 +241,43 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
     permuted = labels == "permuted"
     max_epochs = settings.permuted_max_epochs if permuted else settings.epochs
     target = settings.permuted_target_accuracy if permuted else None
-    steps_per_epoch = -(-len(x) // settings.batch_size)
-    state = checkpoint.load(steps_per_epoch, log) if checkpoint else None
-    if state is None:
-        keras.utils.set_random_seed(seed)
-        model = arch.build_untrained(seed)
-        optimizer = {"adam": functools.partial(keras.optimizers.Adam, epsilon=ADAM_EPSILON),
-                     "sgd": keras.optimizers.SGD,
-                     "rmsprop": keras.optimizers.RMSprop}[settings.optimizer](settings.learning_rate)
-        penalise(model, arch, settings.l2)
-        model.compile(optimizer=optimizer, metrics=["accuracy"],
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=arch.outputs_logits))
-        history: list[dict] = []
-    else:
-        model, history = state
-        penalise(model, arch, settings.l2)  # the saved checkpoint carries no penalty
-        log(f"train: resuming from the checkpoint after epoch {len(history)}")
+    model, history = _start(arch, seed, settings, checkpoint, -(-len(x) // settings.batch_size), log)
     goal = f" until train accuracy >= {target}" if permuted else ""
     penalty = f", L2 penalty {settings.l2:g} x sum(w^2)/2 on {', '.join(arch.penalised_layer_names(model))}" \
         if settings.l2 > 0 else ""
     log(f"train: {arch.name} on {dataset.name} with {labels} labels, {len(x)} images, batch {settings.batch_size}, "
         f"up to {max_epochs} epochs{goal}{penalty}")
+    _epochs(model, history, x, y, seed, settings, max_epochs, target, checkpoint, log)
+    info = _summary(arch, model, history, dataset, x, y, labels, settings, target, log)
+    return model, info, history
+
+
+def _start(arch, seed: int, settings: TrainSettings, checkpoint: Checkpoint | None, steps_per_epoch: int, log):
+    """(model, history so far): a fresh seeded model compiled with its optimizer and penalty, or the checkpoint's
+    (the penalty put back on: a saved model carries none)."""
+    import keras
+
+    state = checkpoint.load(steps_per_epoch, log) if checkpoint else None
+    if state is not None:
+        model, history = state
+        penalise(model, arch, settings.l2)
+        log(f"train: resuming from the checkpoint after epoch {len(history)}")
+        return model, history
+    keras.utils.set_random_seed(seed)
+    model = arch.build_untrained(seed)
+    optimizer = {"adam": functools.partial(keras.optimizers.Adam, epsilon=ADAM_EPSILON),
+                 "sgd": keras.optimizers.SGD,
+                 "rmsprop": keras.optimizers.RMSprop}[settings.optimizer](settings.learning_rate)
+    penalise(model, arch, settings.l2)
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=arch.outputs_logits))
+    return model, []
+
+
+def _epochs(model, history: list[dict], x, y, seed: int, settings: TrainSettings, max_epochs: int, target,
+            checkpoint: Checkpoint | None, log) -> None:
+    """The remaining epochs, each in its own seeded order, a checkpoint after each; with a `target` (the
+    permuted-label model) until the weights as they stand fit that share of their labels."""
     verbose = 1 if sys.stderr.isatty() else 2
     reached = bool(history) and target is not None and history[-1]["train_accuracy"] >= target
     for epoch in range(len(history), max_epochs):
@@ -289,7 +289,7 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
         fit = model.fit(x[order], y[order], batch_size=settings.batch_size, epochs=1, shuffle=False,
                         verbose=verbose)
         row = {"epoch": epoch + 1, "running_accuracy": round(float(fit.history["accuracy"][-1]), 6)}
-        if permuted:  # the stopping rule needs the accuracy of the weights as they stand
+        if target is not None:  # the stopping rule needs the accuracy of the weights as they stand
             row["train_accuracy"] = accuracy(model, x, y)
             reached = row["train_accuracy"] >= target
             log(f"train: epoch {epoch + 1}: train accuracy {row['train_accuracy']:.4f} of the weights now "
@@ -298,6 +298,13 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
         history.append(row)
         if checkpoint is not None and epoch + 1 < max_epochs and not reached:
             checkpoint.save(model, history)
+
+
+def _summary(arch, model, history: list[dict], dataset: Dataset, x, y, labels: str, settings: TrainSettings, target,
+             log) -> dict:
+    """What models.csv reports: the accuracy of the final weights on their training labels, test and held-out
+    accuracy, epochs, time; for the permuted-label model its target and whether it memorised its labels."""
+    permuted = target is not None
     train_acc = history[-1]["train_accuracy"] if permuted else accuracy(model, x, y)
     info = {
         "labels": labels,
@@ -319,7 +326,7 @@ def train(arch, dataset: Dataset, labels: str, seed: int, settings: TrainSetting
                 f"{target} after {info['epochs_run']} epochs; raise train.permuted.max_epochs "
                 f"(budget=paper trains up to 100): the data test is INCONCLUSIVE until it memorises")
     log(f"train: {labels}-label model: train accuracy {train_acc:.3f}, test accuracy {info['test_accuracy']:.3f}")
-    return model, info, history
+    return info
 
 
 def _load_entry(model_path: Path, meta_path: Path, key: str, labels: str, arch: str, log) -> TrainedModel | None:
@@ -330,12 +337,12 @@ def _load_entry(model_path: Path, meta_path: Path, key: str, labels: str, arch: 
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        if _sha256(model_path) != meta["sha256"]:
+        if sha256_file(model_path) != meta["sha256"]:
             raise ValueError("checksum mismatch")
         model = keras.models.load_model(model_path, compile=False)
     except Exception as err:  # any corruption: report in one line and retrain
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        log(f"cache: {model_path.name} is corrupt or incomplete ({reason}); retraining")
+        log(f"cache: {model_path.name} is corrupt or incomplete ({one_line(err, first_line=True, limit=120)}); "
+            f"retraining")
         return None
     log(f"cache: loaded {labels}-label {arch} from {model_path}")
     return TrainedModel(model, key, labels, dict(meta["info"], cache="hit"))
@@ -374,7 +381,8 @@ def load_or_train(arch, dataset: Dataset, labels: str, seed: int, settings: Trai
         model, info, history = train(arch, dataset, labels, seed, settings, log=log, checkpoint=checkpoint)
         with atomic_path(model_path) as tmp:
             model.save(tmp)
-        write_json(meta_path, {"key": key, "arch": arch.name, "identity": arch.identity, "sha256": _sha256(model_path), "info": info,
+        write_json(meta_path, {"key": key, "arch": arch.name, "identity": arch.identity,
+                               "sha256": sha256_file(model_path), "info": info,
                                "history": history, "data_provenance": dataset.provenance})
         checkpoint.remove()
         log(f"cache: saved {model_path}")

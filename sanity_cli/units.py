@@ -30,6 +30,7 @@ class UnitStore:
         self.dir = self.run_dir.units
         self.fingerprint = fingerprint
         self.log = log
+        self.resumed = 0  # the finished units found by open()
         self._worker: ThreadPoolExecutor | None = None
         self._jobs: list[Future] = []
 
@@ -38,10 +39,10 @@ class UnitStore:
         the finished unit count."""
         if not self.run_dir.claim(self.fingerprint):
             return 0
-        done = len(list(self.dir.glob("*.npz")))
-        if done:
-            self.log(f"resume: {done} finished units in {self.dir}; skipping them")
-        return done
+        self.resumed = len(list(self.dir.glob("*.npz")))
+        if self.resumed:
+            self.log(f"resume: {self.resumed} finished units in {self.dir}; skipping them")
+        return self.resumed
 
     def resuming(self) -> bool:
         """Whether an earlier run of this directory finished some units (checked before this run saves any)."""
@@ -108,6 +109,32 @@ class UnitStore:
     def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic_path(self.dir / f"{name}.npz") as tmp:
             np.savez(tmp, **arrays)
+
+
+class MemoryStore:
+    """No run directory (the Python API): nothing is resumed or saved; each unit is computed on the spot."""
+
+    resumed = 0
+
+    def resuming(self) -> bool:
+        return False
+
+    def check_inputs(self, inputs: dict) -> None:
+        """Nothing to compare them with."""
+
+    def load(self, name: str) -> None:
+        return None
+
+    def save(self, name: str, arrays: dict) -> None:
+        """Kept nowhere: the Comparison holds what it needs."""
+
+    def finish_later(self, name: str, compute) -> Future:
+        job: Future = Future()
+        job.set_result(compute())
+        return job
+
+    def wait(self) -> None:
+        """Every unit was finished on the spot."""
 
 
 def stage_unit(stage: int, repeat: int) -> str:

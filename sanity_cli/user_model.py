@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SanityError
+from .errors import SanityError, one_line
 from .randomize import Block, leaf_layers
 
 log = logging.getLogger("sanity").info
@@ -27,8 +27,8 @@ def load(path: str, output: str = "logits"):
     try:
         model = keras.models.load_model(file, compile=False)
     except Exception as err:  # not a Keras file, a corrupt one, an unknown custom layer...
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise SanityError(f"model.path {file} is not a Keras model Keras can load ({first}); save it with "
+        raise SanityError(f"model.path {file} is not a Keras model Keras can load "
+                          f"({one_line(err, first_line=True, limit=200)}); save it with "
                           f"model.save('model.keras')") from None
     if not isinstance(model, keras.Model):
         raise SanityError(f"model.path {file} holds a {type(model).__name__}, not a Keras model")
@@ -36,6 +36,25 @@ def load(path: str, output: str = "logits"):
     if output == "logits":
         model = strip_softmax(model)
     return model
+
+
+def live_copy(model, output: str = "logits"):
+    """(a copy of a live model with its weights, the sha256 of its architecture and weights): check() explains
+    the copy, so the caller's model is never randomized; the digest keys the data test's trained copies."""
+    import hashlib
+
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise SanityError(f"check() needs a Keras model, got {type(model).__name__}")
+    check_image_classifier(model, model.name)
+    copy = keras.models.clone_model(model)
+    copy.build(model.input_shape)
+    copy.set_weights(model.get_weights())
+    digest = hashlib.sha256(model.to_json().encode())
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return (strip_softmax(copy) if output == "logits" else copy), digest.hexdigest()
 
 
 def check_image_classifier(model, label: str) -> None:

@@ -8,7 +8,7 @@ Writes DIR/benchmark.csv and DIR/benchmark.md. In one process run it measures, o
 
   limit   raw batched forward+backward passes of the workload in pure TensorFlow (one tf.function, data already
           on the device, best batch size of a sweep, no pipeline around it);
-  sanity  the package's real code: sanity_cli.methods.explain, sanity_cli.pipeline.run_model_randomization,
+  sanity  the package's real code: sanity_cli.methods.explain, sanity_cli.plans.compare_all,
           sanity_cli.metrics.compare;
   peers   PAIR `saliency` (Gradient / SmoothGrad / Integrated Gradients; default settings, batch-1 calls, and its
           IG batch_size option) and Quantus' MPRT (cascading, top-down) with a gradient explainer, on the same
@@ -56,7 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, type=Path, help="directory for benchmark.csv and benchmark.md")
     parser.add_argument("--only", default="a,b,c,d,e,m,x,p",
                         help="comma list of workloads: a (SmoothGrad), b (IG), c (cascading), d (metrics), "
-                             "e (whole `sanity run`), m (memory), x (XLA on/off), p (mixed precision); with 'mnist' or 'inception' to "
+                             "e (whole `sanity run`), m (memory), x (XLA on/off), p (mixed precision); with 'mnist' "
+                             "or 'inception' to "
                              "restrict a/b")
     parser.add_argument("--no-peers", action="store_true", help="skip saliency and quantus even if installed")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per system (median reported)")

@@ -3,7 +3,8 @@
     python scripts/paper_table.py results/reproduce/paper_mnist/latest
 
 For each job (model x test): every method's value of the verdict's metric after randomization (spearman_abs for
-the paper's tests; eMPRT's entropy_rise), its null, the verdict, the models' accuracies and how long the job took (from manifest.json), as Markdown.
+the paper's tests; eMPRT's entropy_rise), its null, the verdict, the models' accuracies and how long the job took
+(from manifest.json), as Markdown.
 Nothing here computes a number: it only reads what the run wrote.
 """
 

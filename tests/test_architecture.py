@@ -79,7 +79,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert {"sanity_cli.cli", "sanity_cli.pipeline", "sanity_cli.config"} <= set(graph)
+    assert {"sanity_cli.cli", "sanity_cli.core", "sanity_cli.spec", "sanity_cli.config"} <= set(graph)
     cycles = []
 
     def visit(node, path, on_path, done):
@@ -99,3 +99,48 @@ def test_no_import_cycles():
         if node not in done:
             visit(node, [], set(), done)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def _third_party(path: Path) -> set[str]:
+    """The top-level packages other than sanity_cli a module imports (anywhere in the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_core_imports_neither_hydra_nor_the_command_line():
+    """spec -> core -> sinks: the in-memory core (and all it imports) knows no Hydra and no CLI: the Python API and
+    any other front call it directly (issue 29)."""
+    graph = import_graph()
+    for start in ("sanity_cli.core", "sanity_cli.spec", "sanity_cli.plans", "sanity_cli.stages"):
+        below = _reachable(graph, start) | {start}
+        assert not below & {"sanity_cli.cli", "sanity_cli.config", "sanity_cli.api", "sanity_cli.reproduce",
+                            "sanity_cli.sweep"}, (start, sorted(below))
+        for module in below:
+            path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
+            path = path if path.exists() else path.with_suffix("") / "__init__.py"
+            assert "hydra" not in _third_party(path), f"{module} (below {start}) imports Hydra"
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Readable in one screen each (issue 29)."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

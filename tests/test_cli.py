@@ -10,10 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sanity_cli import config
+from sanity_cli import config, sanity_tests, spec
 from sanity_cli.errors import SanityError
 
-from conftest import ROOT, SHARED_MNIST, run_dirs, write_idx
+from conftest import ROOT, SHARED_MNIST, write_idx
 
 GROUPS = config.group_choices()
 
@@ -64,7 +64,7 @@ def test_every_single_choice_composes_and_validates(group):
                           f"data.path={Path(__file__).parent if choice == 'folder' else __file__}"]
                          if own else []), *(["data=npz"] if choice == "keras" else []),
                        *(["data.name=mnist"] if choice == "tfds" else []))
-        config.validate(cfg)
+        spec.parse(cfg)
         if group in ("model", "data", "test", "budget"):
             assert cfg[group].name == choice or (choice, cfg[group].name) == ("tfds", "mnist")
 
@@ -73,14 +73,15 @@ def test_every_method_and_metric_composes_alone():
     for method in GROUPS["method"]:
         cfg = composed(f"method=[{method}]", *(["method.custom.function=mypkg.mymodule:my_method"]
                                               if method == "custom" else []))
-        runs = config.method_runs(cfg)
+        runs = spec.parse(cfg).methods
         assert len(runs) == 1 and runs[0].kind in method
     for metric in GROUPS["metric"]:
-        assert list(config.metric_params(composed(f"metric=[{metric}]"))) == [metric]
+        cfg = composed(f"metric=[{metric}]")
+        assert list(spec.metric_params(cfg.metric, sanity_tests.get(cfg.test.name))) == [metric]
 
 
 def test_default_methods_are_the_papers_plus_controls():
-    names = [run.name for run in config.method_runs(composed())]
+    names = [run.name for run in spec.parse(composed()).methods]
     assert names == ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad_gradient",
                      "smoothgrad_integrated_gradients", "vargrad", "guided_backprop", "gradcam", "guided_gradcam",
                      "sobel", "random"]
@@ -97,7 +98,7 @@ def test_budgets_carry_the_papers_hyperparameters():
 
 
 def test_generic_smoothgrad_is_named_after_its_base():
-    runs = config.method_runs(composed("method=[smoothgrad]", "method.smoothgrad.base=guided_backprop"))
+    runs = spec.parse(composed("method=[smoothgrad]", "method.smoothgrad.base=guided_backprop")).methods
     assert [r.name for r in runs] == ["smoothgrad_guided_backprop"]
 
 
@@ -125,7 +126,7 @@ def test_generic_smoothgrad_is_named_after_its_base():
 ])
 def test_bad_values_are_rejected_before_any_work(overrides, fragment):
     with pytest.raises(SanityError, match=re.escape(fragment)):
-        config.validate(composed(*overrides))
+        spec.parse(composed(*overrides))
 
 
 def test_help_lists_commands_and_group_choices(sanity):

@@ -19,6 +19,7 @@ import tensorflow as tf  # noqa: E402
 from sanity_cli.errors import SanityError  # noqa: E402
 from sanity_cli.methods import explain  # noqa: E402
 from sanity_cli.methods.engine import Recipe, engine_for  # noqa: E402
+from sanity_cli.methods.options import EngineOptions  # noqa: E402
 
 SHAPE = (3, 4, 2)          # (H, W, C) of the linear model's input
 D = int(np.prod(SHAPE))
@@ -187,10 +188,10 @@ def test_smoothgrad_noise_scale_is_sigma_times_input_range(linear):
     sigma, samples = 0.1, 4000
     wc = w[:, 2].reshape(SHAPE)
     params = {"base": "gradient_x_input", "samples": samples, "sigma": sigma}
-    vg = explain(model, image, np.array([2]), "vargrad", params, batch_size=4000)[0]
+    vg = explain(model, image, np.array([2]), "vargrad", params, options=EngineOptions(batch_size=4000))[0]
     ratio = vg / (wc ** 2 * (sigma * span) ** 2)
     assert np.all(np.abs(ratio - 1.0) < 0.15), ratio   # sample variance of 4000 normals: +-~7% at 3 sd
-    sg = explain(model, image, np.array([2]), "smoothgrad", params, batch_size=4000)[0]
+    sg = explain(model, image, np.array([2]), "smoothgrad", params, options=EngineOptions(batch_size=4000))[0]
     # mean of 4000 noise draws: std sigma*span/sqrt(4000); 5 sd bound on every pixel.
     bound = 5 * np.abs(wc) * sigma * span / np.sqrt(samples) + 1e-6
     assert np.all(np.abs(sg - wc * image[0]) <= bound)
@@ -475,13 +476,14 @@ def test_gradient_of_one_layer_conv_relu_sum_model_is_an_edge_detector():
 ])
 def test_noise_methods_do_not_depend_on_batch_size_but_on_seed(smooth_net, kind, params):
     model, images, targets = smooth_net
-    maps = [explain(model, images, targets, kind, params, batch_size=b, seed=5) for b in (1, 7, 1000)]
+    maps = [explain(model, images, targets, kind, params, options=EngineOptions(batch_size=b), seed=5)
+            for b in (1, 7, 1000)]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-5, rtol=1e-5)
     assert np.abs(maps[0]).max() > 1e-3
-    again = explain(model, images, targets, kind, params, batch_size=7, seed=5)
+    again = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=7), seed=5)
     np.testing.assert_allclose(again, maps[0], atol=1e-6)
-    different = explain(model, images, targets, kind, params, batch_size=7, seed=6)
+    different = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=7), seed=6)
     assert np.abs(different - maps[0]).max() > 1e-3
 
 
@@ -492,27 +494,27 @@ def test_device_sums_match_float64_sums_of_the_same_passes(smooth_net, kind):
     the same noise and points' gradients summed in float64 here: within 1e-6 of each map's largest value at every
     batch size, batch 1 (1200 blocks in a while loop) included. (VarGrad as mean square - square mean in float32
     was off by 2.5e-6.)"""
-    from sanity_cli.methods.engine import image_seeds, unit_noise
+    from sanity_cli.methods.noise import image_seeds, unit_noise
     from sanity_cli.methods.integrated_gradients import path_points
 
     model, images, targets = smooth_net
     samples, steps, sigma, seed = 40, 30, 0.3, 11
     alphas, weights = path_points(steps, "midpoint")
     noise = unit_noise(image_seeds(seed, len(images)), samples, images.shape[1:])
-    engine = engine_for(model)
+    engine = engine_for(model, EngineOptions(batch_size=4096))
     first, second = np.zeros(images.shape), np.zeros(images.shape)
     for i, image in enumerate(images):
         span = np.float32(sigma) * (image.max() - image.min())
         noisy = (image + span * noise[i]).astype(np.float32)                       # (samples, 4, 4, 1)
         points = (noisy[:, None] * alphas.astype(np.float32)[None, :, None, None, None]).reshape(-1, 4, 4, 1)
-        grads = engine.gradients(points, np.full(len(points), targets[i]), batch_size=4096)
+        grads = engine.gradients(points, np.full(len(points), targets[i]))
         maps = noisy * np.einsum("k,skhwc->shwc", weights, grads.reshape(samples, steps, 4, 4, 1).astype(np.float64))
         first[i], second[i] = maps.mean(0), (maps ** 2).mean(0)
     want = first if kind == "smoothgrad" else second - first ** 2
     scale = np.abs(want).reshape(len(images), -1).max(1).reshape(-1, 1, 1, 1)
     params = {"base": "integrated_gradients", "samples": samples, "sigma": sigma, "base_params": {"steps": steps}}
     for batch in (4096, 64, 7, 1):
-        got = explain(model, images, targets, kind, params, batch_size=batch, seed=seed)
+        got = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=batch), seed=seed)
         assert np.max(np.abs(got - want) / scale) < 1e-6, (batch, np.max(np.abs(got - want) / scale))
 
 
@@ -528,9 +530,9 @@ def test_smoothgrad_with_tiny_noise_is_the_gradient(smooth_net):
 def test_batched_gradient_methods_equal_unbatched(smooth_net):
     model, images, targets = smooth_net
     for kind, params in [("gradient", {}), ("integrated_gradients", {"steps": 5}), ("guided_backprop", {})]:
-        full = explain(model, images, targets, kind, params, batch_size=1000)
-        one = explain(model, images, targets, kind, params, batch_size=1)
-        three = explain(model, images, targets, kind, params, batch_size=3)
+        full = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=1000))
+        one = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=1))
+        three = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=3))
         np.testing.assert_allclose(one, full, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(three, full, atol=1e-5, rtol=1e-5)
 
@@ -613,7 +615,8 @@ def test_bad_inputs_raise_one_line_sanity_errors(linear, linear_images):
     _error(model, np.zeros((2, 3, 4, 1)), np.zeros(2), "integrated_gradients")
     _error(model, np.zeros((3, 4, 2)), np.zeros(3), "gradient")                     # missing batch axis
     _error(model, images, targets[:-1], "gradient")
-    _error(model, images, targets, "gradient", batch_size=0)
+    with pytest.raises(SanityError, match="batch_size"):
+        EngineOptions(batch_size=0)
 
 
 def test_gradcam_layer_errors():
@@ -652,7 +655,7 @@ def test_functions_trace_once_per_model_across_batches_and_weight_changes():
 
     explain(model, images, targets, "gradient")
     explain(model, images, targets, "gradient")
-    explain(model, images, targets, "gradient", batch_size=2)          # batches of 2, 2, 1
+    explain(model, images, targets, "gradient", options=EngineOptions(batch_size=2))          # batches of 2, 2, 1
     explain(model, images[:1], targets[:1], "gradient")
     explain(model, images, targets, "integrated_gradients", {"steps": 3})
     explain(model, images, targets, "integrated_gradients", {"steps": 3, "baseline": 0.5})  # a tensor input
@@ -672,9 +675,9 @@ def test_functions_trace_once_per_model_across_batches_and_weight_changes():
 
     explain(model, images, targets, "gradient", {"output": "probability"})
     explain(model, images, targets, "guided_backprop")
-    explain(model, images, targets, "guided_backprop", batch_size=3)
+    explain(model, images, targets, "guided_backprop", options=EngineOptions(batch_size=3))
     assert _traced(engine, Recipe(output="probability")).experimental_get_tracing_count() == 1
-    assert _traced(engine, Recipe(guided=True)).experimental_get_tracing_count() == 1
+    assert _traced(engine, Recipe(relu_rule="guided")).experimental_get_tracing_count() == 1
     assert function.experimental_get_tracing_count() == 1
 
 
@@ -689,13 +692,13 @@ def _traced(engine, recipe, batch_size=256):
 def test_gradcam_traces_once_and_follows_weight_changes():
     model, images, targets = _cam_net("same")
     explain(model, images, targets, "gradcam", {"layer": "conv"})
-    explain(model, images, targets, "gradcam", {"layer": "conv"}, batch_size=3)
+    explain(model, images, targets, "gradcam", {"layer": "conv"}, options=EngineOptions(batch_size=3))
     dense = model.get_layer("logits")
     kernel, bias = dense.get_weights()
     dense.kernel.assign(-kernel)
     got = explain(model, images, targets, "gradcam", {"layer": "conv"})
     _close(got[..., 0], _hand_gradcam(model, images, targets, "gap"), atol=1e-5)
-    function = engine_for(model)._functions[("gradcam", "conv", "logit", False)]
+    function = engine_for(model)._functions[("gradcam", "conv", "logit")]
     assert function.experimental_get_tracing_count() == 1
 
 
@@ -705,7 +708,6 @@ def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
     import keras
 
     from sanity_cli import architectures, methods
-    from sanity_cli.methods import engine
 
     keras.utils.set_random_seed(0)
     model = architectures.get("mnist_cnn").build()
@@ -715,11 +717,10 @@ def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
              "integrated_gradients": {"steps": 5}, "smoothgrad": {"base": "gradient", "samples": 4, "sigma": 0.15}}
     maps = {}
     for jit in (False, True):
-        monkeypatch.setattr(engine, "JIT_COMPILE", jit)
         for batch in (1, 7, 512):
             for kind, params in cases.items():
-                maps[kind, jit, batch] = methods.explain(model, images, targets, kind, params, batch_size=batch,
-                                                         seed=3)
+                maps[kind, jit, batch] = methods.explain(model, images, targets, kind, params, seed=3,
+                                                         options=EngineOptions(jit, "float32", batch))
     for kind in cases:
         reference = maps[kind, False, 512]
         scale = np.abs(reference).reshape(9, -1).max(axis=1).reshape(9, 1, 1, 1)
@@ -728,35 +729,34 @@ def test_maps_do_not_depend_on_batch_size_or_xla(monkeypatch):
         for (other_kind, jit, batch), other in maps.items():
             if other_kind == kind:
                 assert np.max(np.abs(other - reference) / scale) <= 1e-5, (kind, jit, batch)
-    assert {key[-2] for key in engine.engine_for(model)._functions if key[0] == "maps"} == {False, True}  # XLA
+    assert {options.jit_compile for options in model._sanity_engines} == {False, True}  # XLA
 
 
 def test_mixed_precision_computes_in_half_precision_and_follows_the_weights(smooth_net, monkeypatch):
     """precision=mixed_bfloat16 / mixed_float16: the passes run through a clone computing in 16 bits (its maps
     differ from float32's by more than float32 rounding, and stay close), and the clone takes the model's current
     weights at every call: negating the logits layer's kernel negates the gradient exactly."""
-    from sanity_cli.methods import engine
 
     model, images, targets = smooth_net
     reference = explain(model, images, targets, "gradient")
     scale = np.abs(reference).reshape(len(images), -1).max(1).reshape(-1, 1, 1, 1)
     kernel = model.layers[-1].kernel
     for precision in ("mixed_bfloat16", "mixed_float16"):
-        monkeypatch.setattr(engine, "PRECISION", precision)
-        half = explain(model, images, targets, "gradient")
+        half_options = EngineOptions(precision=precision)
+        half = explain(model, images, targets, "gradient", options=half_options)
         error = np.max(np.abs(half - reference) / scale)
         assert 1e-4 < error < 0.1, (precision, error)
         kernel.assign(-kernel)
         try:
-            np.testing.assert_allclose(explain(model, images, targets, "gradient"), -half, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(explain(model, images, targets, "gradient", options=half_options), -half,
+                                       rtol=1e-6, atol=1e-7)
         finally:
             kernel.assign(-kernel)
-        sg = explain(model, images, targets, "smoothgrad", {"samples": 4})
+        sg = explain(model, images, targets, "smoothgrad", {"samples": 4}, options=half_options)
         assert np.isfinite(sg).all() and sg.dtype == np.float32
-    monkeypatch.setattr(engine, "PRECISION", "float32")
-    np.testing.assert_array_equal(explain(model, images, targets, "gradient"), reference)
+    np.testing.assert_array_equal(explain(model, images, targets, "gradient"), reference)  # nothing leaked
     with pytest.raises(SanityError, match="precision must be one of"):
-        engine.set_precision("float8")
+        EngineOptions(precision="float8")
 
 
 def test_methods_explained_together_share_model_calls_and_equal_their_own_maps():
@@ -773,14 +773,14 @@ def test_methods_explained_together_share_model_calls_and_equal_their_own_maps()
                 ("sg_other_seed", "smoothgrad", {"samples": 4, "sigma": 0.3}, 4),
                 ("vg", "vargrad", {"samples": 6, "base": "integrated_gradients", "base_params": {"steps": 3}}, 3),
                 ("gb", "guided_backprop", {}, 0), ("sobel", "sobel", {}, 0)]
-    engine = engine_for(model)
     for batch in (64, 7):
+        engine = engine_for(model, EngineOptions(batch_size=batch))
         before = set(engine._functions)
-        together = explain_many(model, images, targets, requests, batch_size=batch)
+        together = explain_many(model, images, targets, requests, options=EngineOptions(batch_size=batch))
         groups = [key[1] for key in set(engine._functions) - before if key[0] == "maps"]
         assert list(together) == [name for name, *_ in requests]
         for name, kind, params, seed in requests:
-            alone = explain(model, images, targets, kind, params, batch_size=batch, seed=seed)
+            alone = explain(model, images, targets, kind, params, options=EngineOptions(batch_size=batch), seed=seed)
             np.testing.assert_allclose(together[name], alone, rtol=1e-5, atol=1e-6, err_msg=f"{name} {batch}")
         if batch == 64:  # 1+1+1+5+4+4+18 = 34 passes per image: one group, and Guided Backprop's own
             assert sorted(len(g) for g in groups) == [1, 7], groups
@@ -793,7 +793,7 @@ def test_logits_come_from_the_passes_that_send_the_images_themselves(monkeypatch
     """explain_many(logits=True) returns the model's logits of the images: from the shared pass of a method that
     sends x itself through the model (Gradient, Guided Backprop), with no forward pass of its own; predicted when
     no method does (SmoothGrad alone, Grad-CAM)."""
-    from sanity_cli.methods import engine, explain_many
+    from sanity_cli.methods import explain_many
 
     model, images, targets = _smooth_net()
     expected = model(images, training=False).numpy()
@@ -801,20 +801,21 @@ def test_logits_come_from_the_passes_that_send_the_images_themselves(monkeypatch
     predicted = []
     real_predict = type(eng).predict_logits
     monkeypatch.setattr(type(eng), "predict_logits",
-                        lambda self, x, batch_size=256: predicted.append(len(x)) or real_predict(self, x, batch_size))
+                        lambda self, x: predicted.append(len(x)) or real_predict(self, x))
     smoothgrad = ("sg", "smoothgrad", {"samples": 3, "sigma": 0.2}, 0)
     for requests, by_product in [([("g", "gradient", {}, 0), smoothgrad], True),
                                  ([smoothgrad, ("gb", "guided_backprop", {}, 0)], True),
                                  ([smoothgrad], False)]:
         for batch in (64, 3):
             predicted.clear()
-            maps, logits = explain_many(model, images, targets, requests, batch_size=batch, logits=True)
+            maps, logits = explain_many(model, images, targets, requests, options=EngineOptions(batch_size=batch),
+                                        logits=True)
             np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6, err_msg=str(requests))
             assert predicted == ([] if by_product else [len(images)]), (requests, batch)
             assert list(maps) == [r[0] for r in requests]
-    monkeypatch.setattr(engine, "PRECISION", "mixed_bfloat16")  # a 16-bit clone's logits are not the model's
-    predicted.clear()
-    _, logits = explain_many(model, images, targets, [("g", "gradient", {}, 0)], logits=True)
+    predicted.clear()  # a 16-bit clone's logits are not the model's
+    _, logits = explain_many(model, images, targets, [("g", "gradient", {}, 0)],
+                             EngineOptions(precision="mixed_bfloat16"), logits=True)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     assert predicted == [len(images)]
 
@@ -823,7 +824,6 @@ def test_mixed_precision_keeps_confident_probability_gradients_and_nested_layers
     """float16 underflows a softmax probability's gradient p_c (1[j = c] - p_j) once the logit gap passes ~17: the
     engine scales d score / d logits per row before it enters the 16-bit network. A nested model's layers compute
     in half precision too (the clone is recursive)."""
-    from sanity_cli.methods import engine
     from sanity_cli.randomize import leaf_layers
 
     keras.utils.set_random_seed(4)
@@ -838,9 +838,9 @@ def test_mixed_precision_keeps_confident_probability_gradients_and_nested_layers
     reference = explain(model, images, targets, "gradient", {"output": "probability"})
     assert 0 < np.abs(reference).max() < 1e-8
     for precision in ("mixed_float16", "mixed_bfloat16"):
-        monkeypatch.setattr(engine, "PRECISION", precision)
-        half = explain(model, images, targets, "gradient", {"output": "probability"})
+        half = explain(model, images, targets, "gradient", {"output": "probability"},
+                       options=EngineOptions(precision=precision))
         scale = np.abs(reference).reshape(4, -1).max(1).reshape(4, 1, 1, 1)
         assert np.max(np.abs(half - reference) / scale) < 0.1, precision
-        clone = engine_for(model)._mixed[precision][0]
+        clone = engine_for(model, EngineOptions(precision=precision))._mixed[0]
         assert {layer.dtype_policy.name for layer in leaf_layers(clone) if layer.weights} == {precision}

@@ -224,7 +224,8 @@ def test_rowwise_pearson(rng):
 
 def test_unknown_metric_raises(rng):
     a = rng.normal(size=(1, 8, 8))
-    with pytest.raises(SanityError, match="unknown metric 'x'; choose from spearman_abs, spearman, ssim, hog_pearson, hog_spearman"):
+    with pytest.raises(SanityError,
+                       match="unknown metric 'x'; choose from spearman_abs, spearman, ssim, hog_pearson, hog_spearman"):
         compare(a, a, "x")
 
 
@@ -254,7 +255,7 @@ def test_module_has_no_unexpected_public_names():
               and not isinstance(getattr(metrics, n), types.ModuleType) and n != "annotations"}
     assert public == {"METRIC_NAMES", "METRICS", "Metric", "NORMALISATIONS", "SanityError", "check_params", "dataclass",
                       "normalize_absolute", "ENTROPY_BINS", "discrete_entropy", "entropy_rise",
-                      "normalize_diverging", "compare", "rowwise_pearson"}
+                      "normalize_diverging", "compare", "rowwise_pearson", "get", "check_shape"}
 
 
 def test_metric_registry_declares_each_metrics_properties():

@@ -239,14 +239,13 @@ def test_a_folder_of_class_subfolders(sanity, own, tmp_path):
 
 def test_preprocess_conventions_and_a_black_baseline_per_channel(own):
     """model.preprocess maps images in [0, 1] as keras.applications does; 'black' is then per channel."""
-    from omegaconf import OmegaConf
-
     from sanity_cli import architectures, methods
+    from sanity_cli import params as parameters
     from sanity_cli.methods.integrated_gradients import baseline_value
 
     def arch(**model):
-        return architectures.for_config(OmegaConf.create({"name": "keras", "path": str(own / "model.keras"),
-                                                           **model}))
+        values = parameters.check("model", architectures.KERAS_PARAMS, {"path": str(own / "model.keras"), **model})
+        return architectures.from_values("keras", values)
 
     pixel = np.array([[[[0.0, 0.5, 1.0]]]], np.float32)  # one RGB pixel
     np.testing.assert_allclose(arch(preprocess="inception").to_model_space(pixel), [[[[-1.0, 0.0, 1.0]]]])

@@ -96,7 +96,7 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test, o
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from sanity_cli import config, models, pipeline, randomize, training
+    from sanity_cli import config, core, models, plans, randomize, spec
     from sanity_cli.checks import SelfChecks
     from sanity_cli.units import UnitStore
 
@@ -122,9 +122,9 @@ def test_each_stage_starts_from_the_right_weights(tmp_path, monkeypatch, test, o
     units = UnitStore(tmp_path, "fingerprint", log=lambda *_: None)
     units.open()
     try:
-        pipeline.run_model_randomization(cfg, training.TrainedModel(model, "k", "true"),
-                                         pipeline.applicable_methods(cfg, model), images, np.array([1, 2]),
-                                         np.arange(2), units, SelfChecks(lambda *_: None))
+        run_spec = spec.parse(cfg)
+        plans.compare_all(run_spec, model, core.applicable_methods(run_spec, model, print), images, np.array([1, 2]),
+                          np.arange(2), units, SelfChecks(lambda *_: None))
     finally:
         units.release()
     top_down = ["logits", "fc1", "conv2", "conv1"]
@@ -145,7 +145,7 @@ def _cascading_run(tmp_path, monkeypatch, method: str):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from sanity_cli import config, methods, models, pipeline, training
+    from sanity_cli import config, core, methods, models, plans, spec
     from sanity_cli.checks import SelfChecks
     from sanity_cli.units import UnitStore
 
@@ -157,12 +157,12 @@ def _cascading_run(tmp_path, monkeypatch, method: str):
     OmegaConf.resolve(cfg)
     keras.utils.set_random_seed(0)
     model = models.mnist_cnn()
-    engine = methods.engine.engine_for(model)
+    engine = methods.engine.engine_for(model, methods.EngineOptions())
     images = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
     predicted, compared = [], []
     real_predict = type(engine).predict_logits
     monkeypatch.setattr(type(engine), "predict_logits",
-                        lambda self, x, batch_size=256: predicted.append(1) or real_predict(self, x, batch_size))
+                        lambda self, x: predicted.append(1) or real_predict(self, x))
 
     def run():
         predicted.clear()
@@ -178,9 +178,9 @@ def _cascading_run(tmp_path, monkeypatch, method: str):
         units = UnitStore(tmp_path, "fingerprint", log=lambda *_: None)
         units.open()
         try:
-            pipeline.run_model_randomization(cfg, training.TrainedModel(model, "k", "true"),
-                                             pipeline.applicable_methods(cfg, model), images, np.array([1, 2, 3]),
-                                             np.arange(3), units, checks)
+            run_spec = spec.parse(cfg)
+            plans.compare_all(run_spec, model, core.applicable_methods(run_spec, model, print), images,
+                              np.array([1, 2, 3]), np.arange(3), units, checks)
         finally:
             units.wait()
             units.release()
@@ -334,7 +334,7 @@ def test_default_run_gives_the_papers_verdicts(sanity, tmp_path):
 def test_image_choice_first_takes_the_test_splits_first_images():
     """image_choice=first: x_test[:n], as the released notebooks' demo batch; random: a seeded sorted sample."""
     from sanity_cli.data import load_dataset
-    from sanity_cli.pipeline import choose_images
+    from sanity_cli.core import choose_images
 
     data = load_dataset("mnist", "bundled", log=lambda line: None)
     np.testing.assert_array_equal(choose_images(data, 10, 0, "first"), np.arange(10))

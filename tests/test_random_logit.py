@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sanity_cli.pipeline import other_classes
+from sanity_cli.plans import other_classes
 
 
 def test_other_classes_are_uniform_over_the_other_classes_and_seeded():

@@ -212,26 +212,26 @@ def test_stages_compared_in_the_background_are_saved_when_a_later_stage_fails(sa
     """Each stage is compared and saved on the unit store's worker thread while the next stage is explained. A
     stage that fails (here the third) still leaves every earlier stage's unit on disk, the failure is one error
     line with exit 2, and the resumed run skips the saved stages and ends byte-identical to an uninterrupted one."""
-    from sanity_cli import pipeline
+    from sanity_cli import plans
 
     reference = sanity(*ARGS, f"hydra.run.dir={tmp_path / 'uninterrupted'}")
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    real = pipeline.explain_all
+    real = plans.explain_all
 
-    def failing_at_stage_3(model, runs, images, targets, cfg, stage, *args, **kwargs):
-        if stage == 3:
+    def failing_at_stage_3(ctx, step, *args, **kwargs):
+        if step.stage.index == 3:
             raise SanityError("injected failure at stage 3")
-        return real(model, runs, images, targets, cfg, stage, *args, **kwargs)
+        return real(ctx, step, *args, **kwargs)
 
     run_dir = tmp_path / "failed"
-    monkeypatch.setattr(pipeline, "explain_all", failing_at_stage_3)
+    monkeypatch.setattr(plans, "explain_all", failing_at_stage_3)
     failed = sanity(*ARGS, f"hydra.run.dir={run_dir}")
     assert failed.returncode == 2 and "injected failure at stage 3" in failed.stderr
     assert sorted(p.name for p in (run_dir / "units").glob("*.npz")) == [
         "reference.npz", "stage-00-repeat-0.npz", "stage-01-repeat-0.npz", "stage-02-repeat-0.npz"]
 
-    monkeypatch.setattr(pipeline, "explain_all", real)
+    monkeypatch.setattr(plans, "explain_all", real)
     resumed = sanity(*ARGS, f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resume: 4 finished units" in resumed.stdout + resumed.stderr

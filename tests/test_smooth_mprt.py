@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sanity_cli import sanity_tests
-from sanity_cli.pipeline import noisy_copies
+from sanity_cli.plans import noisy_copies
 
 RUN = ("method=[gradient,guided_backprop,sobel]", "metric=[spearman_abs,ssim]", "n_images=4", "plots=false")
 

@@ -11,7 +11,7 @@ from scipy import stats
 from sanity_cli import report
 from sanity_cli.checks import SelfChecks, finite_rows, maps_differ
 from sanity_cli.methods.engine import engine_for
-from sanity_cli.pipeline import compare_stage
+from sanity_cli.stages import StageResult, compare_stage
 
 
 def test_null_pairs_are_disjoint_pairs_of_different_images():
@@ -159,7 +159,7 @@ def test_guided_swap_self_check_fails_loudly_on_a_model_without_relu():
     targets = np.array([0, 1, 2, 0], np.int32)
     lines = []
     checks = SelfChecks(lines.append)
-    assert checks.check_guided_swap(engine_for(model), images, targets, batch_size=8) is False
+    assert checks.check_guided_swap(engine_for(model), images, targets) is False
     assert any(line.startswith("self-check FAILED: Guided Backprop") for line in lines)
     problems = checks.problems({"guided_backprop", "guided_gradcam"})
     assert set(problems) == {"guided_backprop", "guided_gradcam"}
@@ -168,7 +168,7 @@ def test_guided_swap_self_check_fails_loudly_on_a_model_without_relu():
     relu_inputs = keras.Input((6, 6, 1))
     relu_hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(relu_inputs))
     relu_model = keras.Model(relu_inputs, keras.layers.Dense(3)(relu_hidden))
-    assert SelfChecks(lines.append).check_guided_swap(engine_for(relu_model), images, targets, 8) is True
+    assert SelfChecks(lines.append).check_guided_swap(engine_for(relu_model), images, targets) is True
 
 
 def test_stage_that_left_the_logits_unchanged_makes_every_verdict_inconclusive():
@@ -187,12 +187,13 @@ def test_maps_with_nan_are_left_undefined_not_compared():
     reference = {"m": rng.normal(size=(3, 8, 8, 1)).astype(np.float32)}
     stage = {"m": reference["m"] * 2}
     stage["m"][1, 2, 2, 0] = np.nan
-    unit = compare_stage(reference, stage, {"spearman_abs": {}}, grid_images=3)
-    np.testing.assert_array_equal(unit["undefined/m/spearman_abs"], [False, True, False])
-    np.testing.assert_allclose(unit["value/m/spearman_abs"][[0, 2]], 1.0)
-    assert np.isnan(unit["value/m/spearman_abs"][1])
-    np.testing.assert_array_equal(unit["nonfinite/m"], [False, True, False])
-    assert np.isfinite(unit["absolute/m"]).all()
+    unit = StageResult.from_npz(compare_stage(reference, stage, {"spearman_abs": {}}, grid_images=3).to_npz())
+    result = unit.methods["m"]  # through the unit's own file format, as a resumed run reads it
+    np.testing.assert_array_equal(result.undefined["spearman_abs"], [False, True, False])
+    np.testing.assert_allclose(result.values["spearman_abs"][[0, 2]], 1.0)
+    assert np.isnan(result.values["spearman_abs"][1])
+    np.testing.assert_array_equal(result.nonfinite, [False, True, False])
+    assert np.isfinite(result.absolute).all()
     np.testing.assert_array_equal(finite_rows(stage["m"]), [True, False, True])
 
 
@@ -201,3 +202,14 @@ def test_maps_differ_is_relative():
     assert not maps_differ(a, a + 1e-6)
     assert maps_differ(a, a + 1.0)
     assert not maps_differ(np.zeros(3), np.zeros(3))
+
+
+def test_a_unit_of_another_format_is_recomputed():
+    """The unit format is versioned: a unit written by an older sanity (its f-string keys) reads as missing."""
+    rng = np.random.default_rng(0)
+    reference = {"m": rng.normal(size=(2, 8, 8, 1)).astype(np.float32)}
+    arrays = compare_stage(reference, reference, {"spearman_abs": {}, "ssim": {}}, grid_images=1).to_npz()
+    assert StageResult.from_npz({"value/m/spearman_abs": np.ones(2)}) is None
+    assert StageResult.from_npz({**arrays, "format": np.array(1)}) is None
+    back = StageResult.from_npz(arrays).methods["m"]
+    assert list(back.values) == ["spearman_abs", "ssim"] and np.allclose(back.values["ssim"], 1.0)

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SanityError
+from ..errors import SanityError, one_line
+from ..params import Anything, Param
 from .registry import register
+
+NO_FUNCTION = "custom method: no function given; set method.NAME.function=package.module:function"
 
 
 def split_name(function) -> tuple[str, str]:
     """("module", "function") from "module:function" or "module.function" (checked without importing)."""
     if not isinstance(function, str) or not function.strip():
-        raise SanityError("custom method: no function given; set method.NAME.function=package.module:function")
+        raise SanityError(NO_FUNCTION)
     module_name, sep, attr = function.partition(":")
     if not sep:
         module_name, _, attr = function.rpartition(".")
@@ -37,8 +40,8 @@ def resolve(function: str):
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or any error raised while the user's module runs
-        raise SanityError(f"custom method: cannot import {module_name} ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise SanityError(f"custom method: cannot import {module_name} "
+                          f"({one_line(err, first_line=True, with_type=True)})") from None
     finally:
         if added and here in sys.path:
             sys.path.remove(here)
@@ -48,9 +51,10 @@ def resolve(function: str):
     return fn
 
 
-@register("custom")
-def custom(model, images, targets, *, function: str = "", params: dict | None = None, batch_size: int = 256,
-           seed=0) -> np.ndarray:
+@register("custom", params={"function": Param(test=lambda v: isinstance(v, str), rule="package.module:function",
+                                                missing=NO_FUNCTION),
+                             "params": Anything({})})
+def custom(model, images, targets, *, function: str, params: dict | None, options=None, seed=0) -> np.ndarray:
     """E(x) = f(model, images, targets, **params), maps shaped like the images or without their channel axis
     (then the same map on every channel); finite values required."""
     fn = resolve(function)
@@ -59,8 +63,7 @@ def custom(model, images, targets, *, function: str = "", params: dict | None = 
     except SanityError:
         raise
     except Exception as err:
-        raise SanityError(f"custom method {function} raised {type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise SanityError(f"custom method {function} raised {one_line(err, first_line=True, with_type=True)}") from None
     try:
         maps = np.asarray(maps, dtype=np.float32)
     except (TypeError, ValueError):

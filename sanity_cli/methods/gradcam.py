@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SanityError
+from .declared import LAYER, OUTPUT
 from .engine import engine_for
 from .registry import register
 
@@ -20,19 +21,18 @@ def _to_image_shape(cam: np.ndarray, images: np.ndarray) -> np.ndarray:
     return np.broadcast_to(cam[..., None], images.shape).astype(np.float32)
 
 
-@register("gradcam", needs_conv_layer=True)
-def gradcam(model, images, targets, *, layer: str | None = None, output: str = "logit", batch_size: int = 256,
-            seed=0) -> np.ndarray:
+@register("gradcam", params={"layer": LAYER, "output": OUTPUT}, needs_conv_layer=True)
+def gradcam(model, images, targets, *, layer: str | None, output: str, options, seed=0) -> np.ndarray:
     """L = ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c / d A^k_ij, bilinearly upsampled; same on every channel."""
-    cam = engine_for(model).gradcam(images, targets, _layer(layer), output=output, batch_size=batch_size)
+    cam = engine_for(model, options).gradcam(images, targets, _layer(layer), output=output)
     return _to_image_shape(cam, np.asarray(images))
 
 
-@register("guided_gradcam", needs_conv_layer=True, uses_guided_relu=True)
-def guided_gradcam(model, images, targets, *, layer: str | None = None, output: str = "logit",
-                   batch_size: int = 256, seed=0) -> np.ndarray:
+@register("guided_gradcam", params={"layer": LAYER, "output": OUTPUT}, needs_conv_layer=True,
+          uses_guided_relu=True)
+def guided_gradcam(model, images, targets, *, layer: str | None, output: str, options, seed=0) -> np.ndarray:
     """Guided backprop ⊙ upsampled Grad-CAM."""
-    engine = engine_for(model)
-    cam = engine.gradcam(images, targets, _layer(layer), output=output, batch_size=batch_size)
-    guided = engine.gradients(images, targets, output=output, guided=True, batch_size=batch_size)
+    engine = engine_for(model, options)
+    cam = engine.gradcam(images, targets, _layer(layer), output=output)
+    guided = engine.gradients(images, targets, output=output, relu_rule="guided")
     return (guided * cam[..., None]).astype(np.float32)

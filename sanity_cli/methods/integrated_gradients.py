@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SanityError
+from ..params import Choice, Int
+from .declared import BASELINE, OUTPUT
 from .engine import Recipe
 from .registry import register_recipe
 
@@ -20,8 +22,6 @@ def path_points(steps: int, rule: str = "midpoint") -> tuple[np.ndarray, np.ndar
     pair:      a_k = k / (steps - 1),   w_k = 1 / steps           (PAIR saliency's GetMask, which the paper
                used: np.linspace(0, 1, steps) summed and divided by steps; both ends, weights sum to 1)
     """
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise SanityError(f"integrated_gradients: steps must be a positive integer, got {steps}")
     if rule == "midpoint":
         return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
     if rule == "left":
@@ -52,7 +52,8 @@ def baseline_value(baseline) -> float | tuple[float, ...]:
     return float(value) if value.ndim == 0 else tuple(float(v) for v in np.asarray(baseline, np.float64))
 
 
-@register_recipe("integrated_gradients")
+@register_recipe("integrated_gradients", params={"steps": Int(50, low=1), "baseline": BASELINE,
+                                                 "rule": Choice("midpoint", RULES), "output": OUTPUT})
 def integrated_gradients(steps: int = 50, baseline="zeros", rule: str = "midpoint", output: str = "logit") -> Recipe:
     """IG(x) = (x - x') ⊙ sum_k w_k d f_c(x' + a_k (x - x')) / d x, all (image, step) points batched."""
     alphas, weights = path_points(steps, rule)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..errors import SanityError
+from ..params import Anything, Param
 
 
 @dataclass(frozen=True)
@@ -22,33 +23,44 @@ class MethodSpec:
     needs_conv_layer: bool = False  # GradCAM family
     reseed_per_stage: bool = False  # random control: fresh noise at every stage
     uses_guided_relu: bool = False  # Guided Backprop family: meaningful only if the guided ReLU swap engages
+    declared: Mapping[str, Param] | None = None  # its parameters' rules and defaults (None: from the signature)
 
     @property
     def gradient_based(self) -> bool:
         """May serve as a noise tunnel's base."""
         return self.recipe is not None and not self.tunnel
 
+    def params(self) -> Mapping[str, Param]:
+        """The declared parameters (method.NAME.PARAM), or for an undeclared entry its function's keyword
+        arguments with their defaults."""
+        if self.declared is not None:
+            return self.declared
+        skip = {"model", "images", "targets", "batch_size", "seed", "options"}
+        return {name: Anything(None if p.default is inspect.Parameter.empty else p.default)
+                for name, p in inspect.signature(self.recipe or self.fn).parameters.items() if name not in skip}
+
     def parameters(self) -> list[str]:
-        skip = {"model", "images", "targets", "batch_size", "seed"}
-        return [p for p in inspect.signature(self.recipe or self.fn).parameters if p not in skip]
+        return list(self.params())
 
 
 REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(kind: str, **flags) -> Callable:
+def register(kind: str, params: Mapping[str, Param] | None = None, **flags) -> Callable:
+    """Register a maps function `fn(model, images, targets, *, <params>, batch_size, seed)` under `kind`, with its
+    parameters declared (params.py: rule and default of each)."""
     def decorate(fn: Callable) -> Callable:
-        REGISTRY[kind] = MethodSpec(kind, fn, **flags)
+        REGISTRY[kind] = MethodSpec(kind, fn, declared=params, **flags)
         return fn
 
     return decorate
 
 
-def register_recipe(kind: str, **flags) -> Callable:
+def register_recipe(kind: str, params: Mapping[str, Param] | None = None, **flags) -> Callable:
     """Register a gradient-based method by its recipe, `recipe(**params) -> engine.Recipe`: methods.explain_many
     runs it through the model's engine (all passes and sums on the device, batched with the other recipes)."""
     def decorate(recipe: Callable) -> Callable:
-        REGISTRY[kind] = MethodSpec(kind, None, recipe=recipe, **flags)
+        REGISTRY[kind] = MethodSpec(kind, None, recipe=recipe, declared=params, **flags)
         return recipe
 
     return decorate

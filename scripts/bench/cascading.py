@@ -1,5 +1,6 @@
 """Workload (c): a full cascading run of the MNIST CNN (gradient + SmoothGrad over all stages): the limit,
-sanity's pipeline.run_model_randomization, and Quantus' MPRT (its scores checked against ours before timing)."""
+sanity's plans.compare_all (the run's explain -> randomize -> compare), and Quantus' MPRT (its scores checked
+against ours before timing)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,39 @@ import numpy as np
 
 from sanity_cli import architectures
 
-from .peers import check_quantus, check_quantus_efficient_mprt, check_quantus_random_logit, quantus_gradient, quantus_mprt, quantus_smoothgrad
+from .peers import (check_quantus, check_quantus_efficient_mprt, check_quantus_random_logit, quantus_gradient,
+                    quantus_mprt, quantus_smoothgrad)
 from .table import missing_row
 
 
 def run(ctx):
-    from sanity_cli import models, pipeline
+    from sanity_cli import core, models
+    from sanity_cli.spec import parse
 
     s = ctx.size
     n, samples = s["casc_images"], s["casc_samples"]
     _, dataset, trained = ctx.mnist()
     model = trained.model
     grad, best, _ = ctx.best.get("mnist_cnn") or ctx.limit("mnist_cnn", model, s["mnist_batches"])
-    cfg = ctx.cfg("method=[gradient,smoothgrad_gradient]", "metric=[spearman_abs]", f"n_images={n}",
-                  f"method.smoothgrad_gradient.samples={samples}", f"batch_size={best}")
-    ids = pipeline.choose_images(dataset, n, cfg.seed)
+    spec = parse(ctx.cfg("method=[gradient,smoothgrad_gradient]", "metric=[spearman_abs]", f"n_images={n}",
+                         f"method.smoothgrad_gradient.samples={samples}", f"batch_size={best}"))
+    ids = core.choose_images(dataset, n, spec.seed)
     images = architectures.get("mnist_cnn").to_model_space(dataset.x_test[ids])
-    targets = pipeline.choose_targets(cfg, model, images, dataset.y_test[ids])
-    runs = pipeline.applicable_methods(cfg, model)
+    targets = core.choose_targets(spec, model, images, dataset.y_test[ids])
+    runs = core.applicable_methods(spec, model, lambda *_: None)
     stages = 1 + len(models.layer_blocks(model))
     wl = f"c_cascading_mnist_cnn_{n}img_grad+sg{samples}"
     passes = stages * n * (1 + samples)
 
     def ours():
-        return cascading_table(cfg, trained, runs, images, targets, ids, ctx.tmp)
+        return cascading_table(spec, trained, runs, images, targets, ids, ctx.tmp)
 
     ctx.time_limit(wl, grad, model, passes, best, n, item="image (all stages)")
-    table = ctx.time_system(wl, "sanity: pipeline.run_model_randomization", "ours", ours, n, batch=best,
+    table = ctx.time_system(wl, "sanity: plans.compare_all", "ours", ours, n, batch=best,
                             item="image (all stages)",
                             note=f"{stages} stages (trained + {stages - 1} blocks), gradient + smoothgrad_gradient,"
                                  " spearman_abs, re-init randomization")
-    parts = cascading_breakdown(cfg, trained, runs, images, targets, grad, n * (1 + samples), best,
+    parts = cascading_breakdown(spec, trained, runs, images, targets, grad, n * (1 + samples), best,
                                 ctx.size["repeats"])
     ours_row = next(r for r in reversed(ctx.rows) if r.workload == wl and r.role == "ours")
     ours_row.note += (f"; its parts timed apart on one thread (median of {ctx.size['repeats']}): explaining the "
@@ -83,28 +86,28 @@ def run(ctx):
                       f"the randomization schemes differ)")
 
 
-def cascading_table(cfg, trained, runs, images, targets, image_ids, tmp: Path):
-    """sanity's real cascading loop, pipeline.run_model_randomization, returning its metrics table. Each call
+def cascading_table(spec, trained, runs, images, targets, image_ids, tmp: Path):
+    """sanity's real cascading loop, plans.compare_all, returning its metrics table. Each call
     gets a fresh, empty unit store, so no stage is ever skipped as already done; its saving cost is part of the
     measured time (the self-check's logits come from the gradient passes here)."""
-    from sanity_cli import pipeline
+    from sanity_cli import plans
     from sanity_cli.checks import SelfChecks
     from sanity_cli.rundir import config_fingerprint
     from sanity_cli.units import UnitStore
 
     run_dir = Path(tempfile.mkdtemp(prefix="cascading_", dir=tmp))
-    units = UnitStore(run_dir, config_fingerprint(cfg), log=lambda *_: None)
+    units = UnitStore(run_dir, config_fingerprint(spec.config), log=lambda *_: None)
     units.open()
     try:
-        return pipeline.run_model_randomization(cfg, trained, runs, images, targets, image_ids, units,
-                                                SelfChecks(lambda *_: None)).table()
+        return plans.compare_all(spec, trained.model, runs, images, targets, image_ids, units,
+                                 SelfChecks(lambda *_: None)).table(spec.model_name, spec.test.name)
     finally:
         units.wait()  # the last stage's unit may still be being written on the worker thread
         units.run_dir.remove_units()
         units.release()
 
 
-def cascading_breakdown(cfg, trained, runs, images, targets, grad, stage_passes: int, batch: int,
+def cascading_breakdown(spec, trained, runs, images, targets, grad, stage_passes: int, batch: int,
                         repeats: int) -> dict:
     """Where a cascading run's time goes, each part timed on its own on the main thread (the run itself overlaps
     the comparison with the next stage's passes): explaining every stage, re-initialising the blocks, comparing
@@ -113,15 +116,17 @@ def cascading_breakdown(cfg, trained, runs, images, targets, grad, stage_passes:
     import statistics
     import time
 
-    from sanity_cli import config as config_checks
-    from sanity_cli import pipeline, randomize
+    from sanity_cli import plans, randomize
+    from sanity_cli.checks import SelfChecks
+    from sanity_cli.stages import compare_stage
 
     from .measure import limit_runner
 
     model = trained.model
-    blocks = architectures.for_config(cfg.model).blocks(model)
-    stages = pipeline.plan_stages(cfg.test.name, blocks, cfg.test.get("order", "top_down"))
-    metric_params = config_checks.metric_params(cfg)
+    blocks = spec.arch.blocks(model)
+    stages = plans.plan_stages(spec, blocks)
+    context = plans.Context(spec, model, None, list(runs), images, targets, SelfChecks(lambda *_: None),
+                            lambda *_: None)
     trained_weights = randomize.snapshot(model)
     per_stage = limit_runner(grad, model.input_shape[1:], stage_passes, min(stage_passes, batch))
     per_stage()  # warm-up for this shape
@@ -133,14 +138,14 @@ def cascading_breakdown(cfg, trained, runs, images, targets, grad, stage_passes:
             for stage in stages:
                 start = time.perf_counter()
                 if stage.index:
-                    pipeline.randomize_stage(model, stage, blocks, trained_weights, cfg, 0)
+                    plans.randomize_stage(spec, model, stage, blocks, trained_weights, 0)
                 spent["reinit"] += time.perf_counter() - start
                 start = time.perf_counter()
-                maps = pipeline.explain_all(model, runs, images, targets, cfg, stage.index, 0)
+                maps = plans.explain_all(context, plans.Step(stage, 0, model, images, targets))
                 spent["explain"] += time.perf_counter() - start
                 reference = reference or maps
                 start = time.perf_counter()
-                pipeline.compare_stage(reference, maps, metric_params, cfg.grid_images)
+                compare_stage(reference, maps, spec.metrics, spec.grid_images)
                 spent["compare"] += time.perf_counter() - start
                 start = time.perf_counter()
                 per_stage()

@@ -60,22 +60,23 @@ class Context:
     def mnist(self):
         """The MNIST CNN trained once (1 epoch, small budget, temporary cache) through the real pipeline."""
         if self._mnist is None:
-            from sanity_cli import pipeline
+            from sanity_cli import core
+            from sanity_cli.spec import parse
 
-            cfg = self.cfg()
-            dataset = pipeline.load_data(cfg)
-            trained = pipeline.load_model(cfg, dataset, "true")
-            self._mnist = (cfg, dataset, trained)
+            spec = parse(self.cfg())
+            dataset = core.load_data(spec, spec.arch.input_shape, lambda *_: None)
+            trained, _ = core.load_models(spec, dataset, lambda *_: None)
+            self._mnist = (spec, dataset, trained)
             self.log(f"setup     MNIST CNN: test accuracy {trained.info['test_accuracy']:.3f}")
         return self._mnist
 
     def mnist_images(self, n: int):
-        from sanity_cli import pipeline
+        from sanity_cli import core
 
-        cfg, dataset, trained = self.mnist()
-        ids = pipeline.choose_images(dataset, n, 0)
+        spec, dataset, trained = self.mnist()
+        ids = core.choose_images(dataset, n, 0)
         images = architectures.get("mnist_cnn").to_model_space(dataset.x_test[ids])
-        targets = pipeline.choose_targets(cfg, trained.model, images, dataset.y_test[ids])
+        targets = core.choose_targets(spec, trained.model, images, dataset.y_test[ids])
         return trained.model, images, targets
 
     def inception(self):
@@ -94,7 +95,7 @@ class Context:
                                                        classifier_activation=None)
             photos = load_photos(None, size=size, max_images=self.size["inc_images"], log=lambda *_: None)
             images = architectures.get("inception").to_model_space(photos.x_test[: self.size["inc_images"]])
-            targets = engine_for(model).predict_logits(images, batch_size=8).argmax(1).astype(np.int32)
+            targets = engine_for(model).predict_logits(images).argmax(1).astype(np.int32)
             self._inception = (model, images, targets)
             self.log(f"setup     InceptionV3 (random weights) at {size} px, {len(images)} photos")
         return self._inception

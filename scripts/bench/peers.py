@@ -34,7 +34,7 @@ def version(dist: str) -> str:
 def ours_explain(model, images, targets, kind: str, params: dict, batch: int) -> np.ndarray:
     from sanity_cli import methods
 
-    return methods.explain(model, images, targets, kind, params, batch_size=batch, seed=0)
+    return methods.explain(model, images, targets, kind, params, methods.EngineOptions(batch_size=batch), seed=0)
 
 
 def smoothgrad_params(samples: int) -> dict:

@@ -14,7 +14,7 @@ def run(ctx):
     import keras
 
     from sanity_cli import architectures, methods
-    from sanity_cli.methods import engine
+    from sanity_cli.methods.options import PRECISIONS
 
     n, samples = ctx.size["mnist_images"], ctx.size["samples"]
     params = {"base": "gradient", "samples": samples, "sigma": 0.15}
@@ -23,24 +23,21 @@ def run(ctx):
     images = np.random.default_rng(0).random((n, 28, 28, 1), dtype=np.float32)
     targets = np.arange(n, dtype=np.int32) % 10
     workload, medians, maps = f"p_precision_smoothgrad{samples}_mnist_cnn", {}, {}
-    try:
-        for precision in engine.PRECISIONS:
-            engine.set_precision(precision)
-            maps[precision] = methods.explain(model, images, targets, "smoothgrad", params, batch_size=256)  # trace
-            ctx.time_system(workload, f"sanity methods.explain, precision={precision}", "info", lambda: methods.explain(
-                model, images, targets, "smoothgrad", params, batch_size=256), n)
-            medians[precision] = ctx.rows[-1].wall_s_median
-            if precision == "float32":
-                continue
-            reference = maps["float32"]
-            scale = np.abs(reference).reshape(n, -1).max(axis=1).reshape(n, 1, 1, 1)
-            error = float(np.max(np.abs(maps[precision] - reference) / np.where(scale > 0, scale, 1.0)))
-            rank = float(np.nanmean(metrics.compare(reference, maps[precision], "spearman_abs")[0]))
-            ratio = medians[precision] / medians["float32"]
-            ctx.rows[-1].note = (f"time / float32 = {ratio:.2f}; largest map error {error:.1e} of the map's "
-                                 f"largest value; mean Spearman of |maps| with float32 {rank:.4f}")
-            ctx.facts[f"precision_{precision}"] = ratio
-            ctx.log(f"precision {precision}: time / float32 {ratio:.2f}, largest error {error:.1e}, "
-                    f"Spearman {rank:.4f}")
-    finally:
-        engine.set_precision("float32")
+    for precision in PRECISIONS:
+        options = methods.EngineOptions(precision=precision, batch_size=256)
+        maps[precision] = methods.explain(model, images, targets, "smoothgrad", params, options)  # trace
+        ctx.time_system(workload, f"sanity methods.explain, precision={precision}", "info", lambda: methods.explain(
+            model, images, targets, "smoothgrad", params, options), n)
+        medians[precision] = ctx.rows[-1].wall_s_median
+        if precision == "float32":
+            continue
+        reference = maps["float32"]
+        scale = np.abs(reference).reshape(n, -1).max(axis=1).reshape(n, 1, 1, 1)
+        error = float(np.max(np.abs(maps[precision] - reference) / np.where(scale > 0, scale, 1.0)))
+        rank = float(np.nanmean(metrics.compare(reference, maps[precision], "spearman_abs")[0]))
+        ratio = medians[precision] / medians["float32"]
+        ctx.rows[-1].note = (f"time / float32 = {ratio:.2f}; largest map error {error:.1e} of the map's "
+                             f"largest value; mean Spearman of |maps| with float32 {rank:.4f}")
+        ctx.facts[f"precision_{precision}"] = ratio
+        ctx.log(f"precision {precision}: time / float32 {ratio:.2f}, largest error {error:.1e}, "
+                f"Spearman {rank:.4f}")
