@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import SanityError
-from .params import Anything, Choice, Param, PathValue, Text
+from .params import Anything, Choice, Int, Param, PathValue, Text
 from .trained import TrainedModel
 
 DATA_KINDS = {"digits": ("mnist", "fashion_mnist"), "photos": ("images",)}
@@ -103,6 +103,7 @@ class Architecture:
                                      {"weights": str(weights), "cache": "keras"})
 
     outputs_logits = True  # the model's outputs are pre-softmax logits (training uses from_logits)
+    guided_is_gradient = False  # Guided Backprop equals Gradient by construction (no self-check of the guided swap)
 
     @property
     def identity(self) -> dict:
@@ -142,6 +143,77 @@ class Architecture:
         """The data fits the model (your own models: checked once both are loaded; built-ins by construction)."""
 
 
+WEIGHTS = ("random", "trained")
+
+
+@dataclass(frozen=True)
+class DataShaped(Architecture):
+    """Paper Sec. 5's models (model=linear, model=conv_sumpool): they take any images, their input shape (28x28x1
+    digits, size x size x 3 photos) set from the data set when the run starts (`trained_model`). model.weights:
+    `random` (default): a fresh model seeded by the run's seed, never trained; `trained`: trained on the data's
+    labels through the model cache like mnist_cnn (train.*), keyed by the architecture, its input shape and its
+    number of outputs (`outputs_param`: model.classes or model.filters)."""
+
+    outputs_param: str = "classes"
+    shape: tuple = ()                # (height, width, channels), set from the data
+    guided_is_gradient: bool = False  # one ReLU whose upstream gradient is positive: Guided Backprop = Gradient
+
+    def with_values(self, values: Mapping) -> "DataShaped":
+        from dataclasses import replace
+
+        return replace(self, values=dict(values), trained_by_sanity=values["weights"] == "trained")
+
+    @property
+    def outputs(self) -> int:
+        return int(self.values.get(self.outputs_param, 10))
+
+    def input_shape(self) -> tuple:
+        """The data's shape once set; before (data=folder asks for it to load the pictures) image_size, RGB."""
+        return self.shape or (self.image_size, self.image_size, 3)
+
+    def check_data(self, data_name: str, values: Mapping | None = None) -> None:
+        """Digits, photos or your own images: the model takes the data's shape."""
+
+    def build(self, **kwargs):
+        return _resolve(self.builder)(input_shape=self.input_shape(), seed=kwargs.get("seed", 0),
+                                      **{self.outputs_param: self.outputs})
+
+    def build_untrained(self, seed: int):
+        return self.build(seed=seed)
+
+    @property
+    def identity(self) -> dict:
+        return {"arch": self.name, "input_shape": list(self.shape), self.outputs_param: self.outputs}
+
+    def trained_model(self, dataset, labels: str, seed: int, settings, cache, log, copies: bool = False):
+        """model.weights=trained: the model cache (trained on `labels` when missing); random: a seeded fresh model
+        (seeds.RANDOM_WEIGHTS stream of the run's seed)."""
+        from dataclasses import replace
+
+        from .seeds import RANDOM_WEIGHTS, derive_seed
+
+        shaped = replace(self, shape=tuple(int(v) for v in dataset.x_test.shape[1:]))
+        if self.trained_by_sanity:
+            if not len(dataset.x_train):
+                raise SanityError(f"model.weights=trained trains model={self.name} on the training split, and "
+                                  f"data={dataset.name} has none; use model.weights=random or data=mnist")
+            if int(dataset.y_train.max()) >= self.outputs:
+                raise SanityError(f"model={self.name} has {self.outputs} outputs (model.{self.outputs_param}) but "
+                                  f"data={dataset.name} has labels up to {int(dataset.y_train.max())}; set "
+                                  f"model.{self.outputs_param}={int(dataset.y_train.max()) + 1}")
+            return cache(shaped, dataset, labels, seed, settings, log=log)
+        if labels != "true":
+            raise SanityError(f"the data randomization test trains model={self.name} on permuted labels; "
+                              f"model.weights=random is never trained: use model.weights=trained")
+        model = shaped.build(seed=derive_seed(seed, RANDOM_WEIGHTS))
+        log(f"model: {self.name} with random weights (seed {seed}), input {shaped.shape}, {self.outputs} outputs")
+        key = f"{self.name}-random-{seed}-{'x'.join(map(str, shaped.shape))}-{self.outputs}"
+        return TrainedModel(model, key, "true", {"weights": "random", "cache": "random"})
+
+
+SEC5_PARAMS = {"weights": Choice("random", WEIGHTS)}
+
+
 ARCHITECTURES = {arch.name: arch for arch in (
     # the released code's CNN (conv-pool, conv-pool, fc1024, logits) and MLP (fc2500, fc1500, fc500, logits)
     Architecture("mnist_cnn", "digits", (0.0, 1.0), "conv2", True, "sanity_cli.models:mnist_cnn",
@@ -155,6 +227,13 @@ ARCHITECTURES = {arch.name: arch for arch in (
     Architecture("inception", "photos", (-1.0, 1.0), "mixed10", False, "sanity_cli.inception:build",
                  "sanity_cli.inception:blocks", 299,
                  params={"weights": Text("imagenet"), "gradcam_layer": GRADCAM_LAYER}),
+    # paper Sec. 5: f(x) = w . x, and l(x) = sum_ij ReLU(w * x)_ij; any images (image_size: data=folder's size)
+    DataShaped("linear", "any", (0.0, 1.0), None, False, "sanity_cli.models:linear", "sanity_cli.models:layer_blocks",
+               224, params={**SEC5_PARAMS, "classes": Int(10, low=1)}),
+    DataShaped("conv_sumpool", "any", (0.0, 1.0), "conv", False, "sanity_cli.models:conv_sumpool",
+               "sanity_cli.models:layer_blocks", 224, params={**SEC5_PARAMS, "filters": Int(10, low=1),
+                                                             "gradcam_layer": GRADCAM_LAYER},
+               outputs_param="filters", guided_is_gradient=True),
 )}
 
 

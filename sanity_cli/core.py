@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import methods, metrics, plans, report, seeds, training
+from . import edges, methods, metrics, plans, report, seeds, training
 from .checks import SelfChecks
 from .errors import SanityError
 from .spec import MethodRun, RunSpec
@@ -67,6 +67,7 @@ class Result:
     started: float
     resumed_units: int = 0
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # keep_maps: {method: (images, stages, H, W)}
+    edges: pd.DataFrame = field(default_factory=pd.DataFrame)  # edges.csv: each map's similarity with edge maps
 
     def plot(self, image: int = 0):
         """The saliency grid of one explained image (methods x stages, the absolute maps normalised as the paper's)
@@ -179,7 +180,10 @@ def run_check(spec: RunSpec, *, dataset=None, store: UnitStore | MemoryStore | N
     runs = applicable_methods(spec, trained.model, log)
     targets = choose_targets(spec, trained.model, images, labels)
     checks, guided = SelfChecks(log), guided_methods(runs)
-    if guided:
+    if guided and spec.arch.guided_is_gradient:
+        log(f"self-check skipped: Guided Backprop equals Gradient on {spec.model_name} by construction (one ReLU, "
+            f"a positive upstream gradient: paper Sec. 5)")
+    elif guided:
         checks.check_guided_swap(methods.engine.engine_for(trained.model, spec.engine), images, targets)
     units.check_inputs({"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
                         "image_ids": image_ids.tolist(), "targets": targets.tolist(),
@@ -200,16 +204,17 @@ def tabulate(spec: RunSpec, comparison: Comparison, runs, checks: SelfChecks, gu
     summary = report.summarize(table)
     null = comparison.null_table(spec.seed)
     controls = {run.name for run in runs if not run.method.needs_model}
-    verdict = report.verdict(summary, spec.test.name, spec.verdict.metric, controls, rule=spec.verdict.rule,
-                             threshold=spec.verdict.threshold, null=report.summarize_null(null),
-                             problems=checks.problems(guided), metrics=table,
-                             invariance=(comparison.max_difference
-                                         if spec.test.family == "input_invariance" else None),
-                             tolerance=float(spec.test_values.get("tolerance", 0.0)))
+    options = dict(rule=spec.verdict.rule, threshold=spec.verdict.threshold, null=report.summarize_null(null),
+                   problems=checks.problems(guided), metrics=table,
+                   invariance=comparison.max_difference if spec.test.family == "input_invariance" else None,
+                   tolerance=float(spec.test_values.get("tolerance", 0.0)))
+    if spec.verdict.metric == report.ALL_METRICS:
+        verdict = report.combined_verdict(summary, spec.test.name, spec.verdict_metrics, controls, **options)
+    else:
+        verdict = report.verdict(summary, spec.test.name, spec.verdict.metric, controls, **options)
     captions = [f"#{i} {dataset.class_names[t] if t < len(dataset.class_names) else t}"
                 for i, t in zip(image_ids, targets)]
-    models_table = pd.DataFrame([{"model": spec.model_name, "labels": t.labels, "cache_key": t.key, **t.info}
-                                 for t in models])
+    models_table = models_frame(spec, models)
     return Result(spec=spec, metrics=table, summary=summary, null=null, verdict=verdict, models=models_table,
                   images=shown, image_ids=image_ids, targets=targets, captions=captions,
                   stages=list(comparison.stage_labels),
@@ -217,7 +222,23 @@ def tabulate(spec: RunSpec, comparison: Comparison, runs, checks: SelfChecks, gu
                   provenance=dataset.provenance, self_checks=checks.as_dict(), phases=dict(timer.seconds),
                   started=started, resumed_units=resumed,
                   maps={name: np.stack(maps, axis=1) for name, maps in comparison.all_maps.items()}
-                  if comparison.keep_maps else {})
+                  if comparison.keep_maps else {},
+                  edges=edges.summarize(comparison.edge_table(spec.model_name, spec.test.name),
+                                        comparison.edge_null_table(spec.seed)))
+
+
+MODEL_COLUMNS = ("model", "labels", "cache_key", "cache", "epochs_run", "train_images", "train_accuracy",
+                 "running_train_accuracy", "validation_accuracy", "test_accuracy", "train_seconds", "target_accuracy",
+                 "memorised")
+
+
+def models_frame(spec: RunSpec, models) -> pd.DataFrame:
+    """models.csv: one row per model, its columns in one order whether the model was trained now or loaded from the
+    cache (MODEL_COLUMNS first, any others after them in name order)."""
+    rows = [{"model": spec.model_name, "labels": t.labels, "cache_key": t.key, **t.info} for t in models]
+    present = {key for row in rows for key in row}
+    columns = [c for c in MODEL_COLUMNS if c in present] + sorted(present - set(MODEL_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def train_model(spec: RunSpec, log=LOG) -> tuple:

@@ -13,6 +13,12 @@ Initializers are the released code's (src/train_cnn_models.py, src/train_mlp_mod
 (Truncated at two standard deviations, as tf.truncated_normal; 2x2 max-pooling 'SAME' and 'VALID' agree on
 28x28 inputs.)
 
+Paper Sec. 5's two models, on any images (their input shape comes from the data set), random weights by default:
+  linear       = f(x) = W^T flatten(x) + b, one dense unit per class;
+  conv_sumpool = l_k(x) = sum_ij ReLU(w_k * x + b_k)_ij, one 3x3 convolution (no padding) with ReLU, summed over
+                 space, one output per filter k (sum pooling = global average pooling times the number of positions).
+Kernels truncated_normal(stddev=1/sqrt(fan_in), seeded), biases zero.
+
 A model's randomization blocks are listed from the output down (paper Sec. 3.1: "cascading randomization
 from the top layer"): each block names the Keras layers whose variables it re-initialises.
 """
@@ -61,6 +67,32 @@ def mnist_mlp(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
         fan_in = units
     outputs = keras.layers.Dense(num_classes, name="logits", **_mlp_init(fan_in))(x)
     return keras.Model(inputs, outputs, name="mnist_mlp")
+
+
+def _seeded_init(fan_in: int, seed: int) -> dict:
+    """Sec. 5's models: kernel truncated_normal(stddev=1/sqrt(fan_in)) from `seed`, bias zero."""
+    return {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=1.0 / float(np.sqrt(fan_in)), seed=seed),
+            "bias_initializer": keras.initializers.Zeros()}
+
+
+def linear(input_shape=(28, 28, 1), classes: int = 10, seed: int = 0) -> keras.Model:
+    """f(x) = W^T flatten(x) + b: one dense unit per class on the flattened image (paper Sec. 5's f(x) = w . x)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    outputs = keras.layers.Dense(classes, name="logits", **_seeded_init(int(np.prod(input_shape)), seed))(x)
+    return keras.Model(inputs, outputs, name="linear")
+
+
+def conv_sumpool(input_shape=(28, 28, 1), filters: int = 10, seed: int = 0) -> keras.Model:
+    """l_k(x) = sum_ij ReLU(w_k * x + b_k)_ij (paper Sec. 5): one 3x3 convolution without padding, ReLU, summed over
+    the (H - 2)(W - 2) positions; output k is filter k's sum."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(filters, 3, padding="valid", activation="relu", name="conv",
+                            **_seeded_init(9 * int(input_shape[-1]), seed))(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="mean_over_space")(x)
+    positions = (int(input_shape[0]) - 2) * (int(input_shape[1]) - 2)
+    outputs = keras.layers.Rescaling(float(positions), name="sum_over_space")(x)
+    return keras.Model(inputs, outputs, name="conv_sumpool")
 
 
 def layer_blocks(model: keras.Model) -> list[Block]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from . import methods, randomize, seeds
+from . import edges, methods, randomize, seeds
 from .checks import SelfChecks
 from .errors import SanityError
 from .invariance import check_same_function, shift_compensated
@@ -216,9 +216,10 @@ PLANS = {"model_randomization": model_randomization, "data_randomization": data_
 def compare_all(spec: RunSpec, model, runs, images, targets, image_ids, store, checks: SelfChecks, *,
                 permuted=None, keep_maps: bool = False, log=lambda line: None) -> Comparison:
     """The test's plan on these models and images, every stage compared with the reference (finished units of
-    `store` skipped): the explain -> randomize -> compare part of a run."""
+    `store` skipped): the explain -> randomize -> compare part of a run; every map is also compared with the
+    model-free edge maps of its input (edges.py)."""
     comparison = Comparison([run.name for run in runs], spec.metrics, image_ids, store, checks, spec.grid_images,
-                            keep_maps)
+                            keep_maps, edges=edges.edge_maps(images))
     context = Context(spec, model, permuted, list(runs), images, targets, checks, log)
     return run_plan(context, comparison, resuming=store.resuming())
 

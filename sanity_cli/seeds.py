@@ -12,6 +12,7 @@ EPOCH_ORDER = 2     # the training set's order in each epoch
 NULL_PAIRS = 3      # the disjoint image pairs of the null similarity
 SMOOTHING = 7       # sMPRT's noisy copies of each input
 OTHER_CLASS = 11    # the random other class of the random-logit test
+RANDOM_WEIGHTS = 13  # the untrained weights of model.weights=random (Sec. 5's linear and conv_sumpool)
 
 
 def rng(seed: int, stream: int, *more: int) -> np.random.Generator:

@@ -27,12 +27,17 @@ def write_tables(result, run_dir: Path) -> None:
             frames[name].to_csv(tmp, index=False, float_format="%.8g")
     with atomic_path(run_dir / "models.csv") as tmp:
         result.models.to_csv(tmp, index=False, float_format="%.6g")
+    if len(result.edges):
+        with atomic_path(run_dir / "edges.csv") as tmp:
+            result.edges.to_csv(tmp, index=False, float_format="%.8g")
 
 
 def write_plots(result, run_dir: Path) -> None:
     """The paper's Fig. 2 (one grid per shown image, absolute and diverging) and the similarity plot (Fig. 4 style
-    curves over the stages; bars for a test of one comparison)."""
-    from . import plots
+    curves over the stages; bars for a test of one comparison), with two panels of the Sobel edge similarity."""
+    import pandas as pd
+
+    from . import edges, plots
 
     spec = result.spec
     title = f"{spec.model_name} on {spec.config['data']['name']}: {spec.test.name} test"
@@ -43,13 +48,16 @@ def write_plots(result, run_dir: Path) -> None:
                                 {method: maps[k:k + 1] for method, maps in result.grids[mode].items()},
                                 result.stages, mode, input_captions=result.captions[k:k + 1],
                                 title=f"{title} ({mode} maps)")
-    chosen = list(spec.metrics)
+    chosen, summary = list(spec.metrics), result.summary
+    metric = edges.shown_metric(result.edges, spec.verdict.metric)
+    if metric is not None:  # the Sobel edge similarity's panels (map, |map - median|), after the metrics'
+        panels = edges.panels(result.edges, metric)
+        chosen, summary = chosen + list(dict.fromkeys(panels["metric"])), pd.concat([summary, panels])
     if result.summary["stage"].max() == 1:  # one comparison (data, random logit, invariance, eMPRT): bars
-        plots.data_test_bars(run_dir / "similarity.png", result.summary[result.summary["stage"] == 1], chosen,
+        plots.data_test_bars(run_dir / "similarity.png", summary[summary["stage"] == 1], chosen,
                              title=title, controls=result.controls)
     else:
-        plots.similarity_curves(run_dir / "similarity.png", result.summary, chosen, title=title,
-                                controls=result.controls)
+        plots.similarity_curves(run_dir / "similarity.png", summary, chosen, title=title, controls=result.controls)
 
 
 def write_run(result, run_dir: Path, command: list[str] | None = None,

@@ -1,6 +1,13 @@
 """Compare: one stage's maps against the reference maps (paper Sec. 3, the similarity metrics), as a typed
 `StageResult` that is also the resumable unit of work (its own npz format, versioned: a unit of another format is
 recomputed), and the `Comparison` that collects every stage in order into the run's tables and grids.
+
+Edge similarity (paper Fig. 1 and Sec. 5): each method's maps are also compared, at every stage, with the
+model-free edge maps of the same inputs (Sobel, Canny; sanity_cli/edges.py), with every similarity metric, in two
+views: the map itself (each metric's own normalisation, e.g. spearman_abs: |map|), and its departure from its
+typical value, |map - median(map)| (`departure`). The second states Sec. 5's theory: a single ReLU layer's
+gradient is constant over flat regions and changes only near edges, so its edges show as departures from the
+flat-region value, which may itself be large (then |map| ranks the flat regions first).
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from .checks import SelfChecks, finite_rows
 from .invariance import max_relative_difference
 from .units import UnitStore, stage_unit
 
-UNIT_FORMAT = 2  # 2: StageResult.to_npz (1: the f-string keys of before); another format is recomputed
+UNIT_FORMAT = 3  # 3: with the edge similarities (2: without; 1: the f-string keys); another format is recomputed
+EDGE_VIEWS = ("map", "departure")  # the map as it is; |map - median(map)|
+EDGE_COLUMNS = ["model", "test", "stage", "block", "method", "edge", "view", "metric", "repeat", "image", "value",
+                "undefined"]
+EDGE_NULL_COLUMNS = ["method", "edge", "view", "metric", "image", "other_image", "value", "undefined"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,8 @@ class MethodResult:
     undefined: dict[str, np.ndarray]
     absolute: np.ndarray
     diverging: np.ndarray
+    edges: dict[str, np.ndarray] = field(default_factory=dict)            # "edge|view|metric" -> per image
+    edges_undefined: dict[str, np.ndarray] = field(default_factory=dict)
 
     FIELDS = ("nonfinite", "max_change", "absolute", "diverging")
 
@@ -64,6 +77,9 @@ class StageResult:
             arrays[f"{k}.undefined"] = np.array([result.undefined[m] for m in result.values], bool)
             for part in MethodResult.FIELDS:
                 arrays[f"{k}.{part}"] = getattr(result, part)
+            arrays[f"{k}.edge_keys"] = np.array(list(result.edges), dtype=str)
+            arrays[f"{k}.edge_values"] = np.array([result.edges[e] for e in result.edges], np.float64)
+            arrays[f"{k}.edge_undefined"] = np.array([result.edges_undefined[e] for e in result.edges], bool)
         return arrays
 
     @classmethod
@@ -74,10 +90,13 @@ class StageResult:
         result, k = cls(), 0
         while f"{k}.method" in arrays:
             names = [str(m) for m in arrays[f"{k}.metrics"]]
+            edges = [str(e) for e in arrays[f"{k}.edge_keys"]]
             result.methods[str(arrays[f"{k}.method"])] = MethodResult(
                 nonfinite=arrays[f"{k}.nonfinite"], max_change=arrays[f"{k}.max_change"],
                 values=dict(zip(names, arrays[f"{k}.values"])), undefined=dict(zip(names, arrays[f"{k}.undefined"])),
-                absolute=arrays[f"{k}.absolute"], diverging=arrays[f"{k}.diverging"])
+                absolute=arrays[f"{k}.absolute"], diverging=arrays[f"{k}.diverging"],
+                edges=dict(zip(edges, arrays[f"{k}.edge_values"])),
+                edges_undefined=dict(zip(edges, arrays[f"{k}.edge_undefined"])))
             k += 1
         return result
 
@@ -93,10 +112,41 @@ def compare_where_finite(reference: np.ndarray, other: np.ndarray, metric: str,
     return values, undefined
 
 
+def departure(maps: np.ndarray) -> np.ndarray:
+    """|a - median(a)| per image and channel (median over the pixels): how far each pixel lies from the map's
+    typical value. A map constant over flat regions and different near edges (Sec. 5's one-layer ReLU gradient)
+    becomes an edge map; where the median is 0 (MNIST's black background) it is |a|."""
+    maps = np.asarray(maps, np.float64)
+    return np.abs(maps - np.median(maps, axis=(1, 2), keepdims=True))
+
+
+def edge_metrics(metric_params: Mapping[str, Mapping]) -> dict[str, Mapping]:
+    """The configured similarities (not eMPRT's entropy rise, a score of two maps of the same kind)."""
+    return {m: p for m, p in metric_params.items() if metrics.get(m).higher_is_more_similar}
+
+
+def compare_with_edges(maps: np.ndarray, edges: Mapping[str, np.ndarray], metric_params: Mapping[str, Mapping]
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per "edge|view|metric": the similarity of each map with the edge map of its row (same input, or, for the
+    null, another image), and whether it was undefined; views: EDGE_VIEWS."""
+    values: dict[str, np.ndarray] = {}
+    undefined: dict[str, np.ndarray] = {}
+    if not edges:
+        return values, undefined
+    for view, shown in (("map", maps), ("departure", departure(maps))):
+        for edge, edge_maps in edges.items():
+            for metric, params in edge_metrics(metric_params).items():
+                key = f"{edge}|{view}|{metric}"
+                values[key], undefined[key] = compare_where_finite(edge_maps, shown, metric, params)
+    return values, undefined
+
+
 def compare_stage(reference: Mapping[str, np.ndarray], maps: Mapping[str, np.ndarray],
-                  metric_params: Mapping[str, Mapping], grid_images: int) -> StageResult:
+                  metric_params: Mapping[str, Mapping], grid_images: int,
+                  edges: Mapping[str, np.ndarray] | None = None) -> StageResult:
     """One stage's results: per method and metric the similarity of each image's map with its reference map and
-    whether it was undefined, plus the normalised maps shown in the grids."""
+    whether it was undefined, plus the normalised maps shown in the grids; with `edges` ({edge: maps of the same
+    inputs}) each map's similarity with them too (compare_with_edges)."""
     result = StageResult()
     for name, explained in maps.items():
         values, undefined = {}, {}
@@ -105,10 +155,12 @@ def compare_stage(reference: Mapping[str, np.ndarray], maps: Mapping[str, np.nda
             values[metric] = np.asarray(values[metric], np.float64)
             undefined[metric] = np.asarray(undefined[metric], bool)
         shown = np.where(np.isfinite(explained), explained, 0.0)[:grid_images]
+        edge_values, edge_undefined = compare_with_edges(explained, edges or {}, metric_params)
         result.methods[name] = MethodResult(
             nonfinite=~(finite_rows(reference[name]) & finite_rows(explained)),
             max_change=max_relative_difference(reference[name], explained), values=values, undefined=undefined,
-            absolute=metrics.normalize_absolute(shown), diverging=metrics.normalize_diverging(shown))
+            absolute=metrics.normalize_absolute(shown), diverging=metrics.normalize_diverging(shown),
+            edges=edge_values, edges_undefined=edge_undefined)
     return result
 
 
@@ -118,8 +170,11 @@ class Comparison:
     thread while the next one is explained."""
 
     def __init__(self, names: list[str], metric_params: Mapping[str, Mapping], image_ids: np.ndarray,
-                 units: UnitStore, checks: SelfChecks, grid_images: int, keep_maps: bool = False):
+                 units: UnitStore, checks: SelfChecks, grid_images: int, keep_maps: bool = False,
+                 edges: Mapping[str, np.ndarray] | None = None):
         self.names = list(names)
+        self.edges = dict(edges or {})  # {edge: the edge maps of the explained inputs} (edge similarity)
+        self.edge_rows: list[tuple] = []  # (stage, block, method, edge, view, metric, repeat, values, undefined)
         self.metric_params = dict(metric_params)
         self.image_ids = image_ids
         self.units, self.checks, self.grid_images = units, checks, grid_images
@@ -171,7 +226,7 @@ class Comparison:
         if self.keep_maps and repeat == 0:
             for method, maps in explained.items():
                 self.all_maps[method].append(metrics.normalize_absolute(np.where(np.isfinite(maps), maps, 0.0)))
-        return compare_stage(self.reference, explained, self.metric_params, self.grid_images)
+        return compare_stage(self.reference, explained, self.metric_params, self.grid_images, self.edges)
 
     def finish(self) -> "Comparison":
         """Wait for the stages compared in the background and record their rows, checks and grids in order."""
@@ -189,6 +244,9 @@ class Comparison:
             for metric in self.metric_params:
                 self.rows.append((stage.index, stage.block, method, metric, repeat, result.values[metric],
                                   result.undefined[metric]))
+            for key, values in result.edges.items():
+                self.edge_rows.append((stage.index, stage.block, method, *key.split("|"), repeat, values,
+                                       result.edges_undefined[key]))
             if stage.index > 0:
                 changes = result.max_change
                 self.max_difference[method] = max(self.max_difference.get(method, 0.0),
@@ -233,3 +291,31 @@ class Comparison:
                                             "undefined": undefined}))
         return pd.concat(frames, ignore_index=True)[report.NULL_COLUMNS]
 
+
+    def edge_table(self, model: str, test: str) -> pd.DataFrame:
+        """The edge similarities, one row per stage, method, edge, view, metric, repeat and image (EDGE_COLUMNS)."""
+        rows = [(stage, block, method, edge, view, metric, repeat, image, value, bad)
+                for stage, block, method, edge, view, metric, repeat, values, undefined in self.edge_rows
+                for image, value, bad in zip(self.image_ids, values, undefined)]
+        table = pd.DataFrame(rows, columns=EDGE_COLUMNS[2:])
+        table.insert(0, "test", test)
+        table.insert(0, "model", model)
+        return table.astype({"value": np.float64, "undefined": bool})
+
+    def edge_null_table(self, seed: int) -> pd.DataFrame:
+        """The edge similarity's null: each method's trained-model map of one image against the edge map of
+        another, for the null's disjoint image pairs (report.null_pairs), per edge, view and metric."""
+        first, second = report.null_pairs(len(self.image_ids), seed)
+        frames = []
+        for method in self.names if len(first) and self.edges else ():
+            values, undefined = compare_with_edges(self.reference[method][first],
+                                                   {edge: maps[second] for edge, maps in self.edges.items()},
+                                                   self.metric_params)
+            for key in values:
+                edge, view, metric = key.split("|")
+                frames.append(pd.DataFrame({"method": method, "edge": edge, "view": view, "metric": metric,
+                                            "image": self.image_ids[first], "other_image": self.image_ids[second],
+                                            "value": values[key], "undefined": undefined[key]}))
+        if not frames:
+            return pd.DataFrame(columns=EDGE_NULL_COLUMNS)
+        return pd.concat(frames, ignore_index=True).astype({"value": np.float64, "undefined": bool})
