@@ -17,6 +17,7 @@ from . import sanity_tests, seeds
 from .metrics import METRICS
 
 VERDICT_RULES = ("baseline", "threshold")
+ALL_METRICS = "all"  # verdict.metric: every configured similarity decides (combined_verdict)
 NULL_COLUMNS = ["method", "metric", "image", "other_image", "value", "undefined"]
 METRIC_COLUMNS = ["model", "test", "stage", "block", "method", "metric", "image", "repeat", "value", "undefined"]
 
@@ -99,7 +100,7 @@ def summarize_null(null: pd.DataFrame) -> pd.DataFrame:
 
 
 def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, rule: str,
-           threshold: float, higher_is_more_similar: bool = True) -> tuple[str, str]:
+           threshold: float, higher_is_more_similar: bool = True, most_similar: float = 1.0) -> tuple[str, str]:
     """PASS / FAIL / INCONCLUSIVE and the reason, for a method whose preconditions are met.
 
     baseline: PASS when the similarity's whole 95% interval lies at or below the null's upper bound
@@ -110,6 +111,10 @@ def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, r
     against the same kind of null (the score from one image's trained map to another's): PASS when its whole
     interval lies above the null's upper bound (ci_low > null_ci_high: randomizing the model raises the maps'
     complexity more than changing the image does), FAIL when it lies at or below it (ci_high <= null_ci_high).
+    A similarity can decide only while the null's upper bound lies below the metric's largest value
+    (`most_similar`, 1): maps that did not change at all (similarity 1, ci_low 1) FAIL exactly when
+    1 > null_ci_high, so with a null interval reaching 1 (too few or too spread image pairs: mean +
+    t(0.975, m - 1) s / sqrt(m) >= 1 for m pairs) every method would PASS, and none is judged: INCONCLUSIVE.
     """
     if np.isnan(similarity):
         return "INCONCLUSIVE", "every map pair was constant: the similarity is undefined"
@@ -126,6 +131,10 @@ def decide(similarity: float, ci_low: float, ci_high: float, null_high: float, r
             return "FAIL", ("the maps' complexity rises no more than between two images' maps: they keep their "
                             "structure when the model is randomized")
         return "INCONCLUSIVE", "the 95% intervals of the score and the null overlap: explain more images (n_images)"
+    if null_high >= most_similar:
+        return "INCONCLUSIVE", ("the null's 95% interval reaches the largest similarity (too few or too spread "
+                                "image pairs): even maps that did not change could not FAIL; explain more images "
+                                "(n_images)")
     if ci_high <= null_high:
         return "PASS", "no more similar than maps of two different images"
     if ci_low > null_high:
@@ -187,7 +196,7 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
             outcome, reason = "INCONCLUSIVE", "needs at least 2 images with defined maps"
         else:
             outcome, reason = decide(mean, ci_low, ci_high, null_high, rule, threshold,
-                                     METRICS[metric].higher_is_more_similar)
+                                     METRICS[metric].higher_is_more_similar, METRICS[metric].value_range[1])
         rows.append({"method": method, "role": "control" if method in controls else "method", "metric": metric,
                      "similarity": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n, "n_undefined": undefined,
                      "null_similarity": null_mean, "null_ci_low": null_low, "null_ci_high": null_high,
@@ -197,6 +206,44 @@ def verdict(summary: pd.DataFrame, test: str, metric: str, controls: set[str], *
     if len(table):
         table = table.sort_values(["role", "similarity"], ascending=[False, True], kind="stable")
     return table.reset_index(drop=True)
+
+
+def combined_verdict(summary: pd.DataFrame, test: str, chosen: list[str], controls: set[str], **options
+                     ) -> pd.DataFrame:
+    """verdict.metric=all: each method judged by every similarity metric in `chosen` (the paper's four: Spearman of
+    absolute and of signed maps, SSIM, HOG), then combined: FAIL when its maps clearly survive by at least one
+    metric, PASS when by every metric they are no more alike than two different images' maps, otherwise
+    INCONCLUSIVE. A single metric can be blind to what another sees: Spearman of |maps| ranks mostly where the maps'
+    mass lies, which maps of two different digits share (their null is high), while signed Spearman, SSIM and HOG
+    see the maps' structure. The row keeps the deciding metric's similarity and null (a failing one, or the first),
+    and `by_metric` lists every metric's verdict."""
+    tables = {metric: verdict(summary, test, metric, controls, **options).set_index("method") for metric in chosen}
+    first = tables[chosen[0]]
+    rows = []
+    for method in first.index:
+        outcomes = {metric: str(table.loc[method, "verdict"]) for metric, table in tables.items()}
+        failing = [m for m, v in outcomes.items() if v == "FAIL"]
+        unsure = [m for m, v in outcomes.items() if v == "INCONCLUSIVE"]
+        if first.loc[method, "role"] == "control":
+            decided, outcome, reason = chosen[0], "reference", first.loc[method, "reason"]
+        elif failing:
+            decided, outcome = failing[0], "FAIL"
+            reason = f"clearly more similar than maps of two different images by {', '.join(failing)}: the maps survive"
+        elif unsure:
+            decided, outcome = unsure[0], "INCONCLUSIVE"
+            by_reason: dict[str, list[str]] = {}
+            for m in unsure:
+                by_reason.setdefault(str(tables[m].loc[method, "reason"]), []).append(m)
+            reason = "; ".join(f"{', '.join(ms)}: {text}" for text, ms in by_reason.items())
+        else:
+            decided, outcome = chosen[0], "PASS"
+            reason = f"by every metric ({', '.join(chosen)}) no more similar than maps of two different images"
+        row = tables[decided].loc[method].to_dict()
+        row.update(method=method, verdict=outcome, reason=reason,
+                   by_metric=", ".join(f"{m} {v}" for m, v in outcomes.items()))
+        rows.append(row)
+    columns = ["method", *[c for c in first.columns], "by_metric"]
+    return pd.DataFrame(rows)[columns].reset_index(drop=True)
 
 
 def per_image_blocks_interval(metrics: pd.DataFrame, method: str, metric: str) -> tuple[float, float, float, int]:
@@ -231,8 +278,9 @@ def format_verdict(table: pd.DataFrame) -> str:
     """The verdict as an aligned text table for the terminal."""
     if table.empty:
         return "(no verdict: no randomized stage)"
-    lines = [f"{'method':34s} {'similarity':>10s} {'95% CI':>15s} {'null':>6s} {'null 95% CI':>15s} {'n':>4s}  "
-             f"verdict"]
+    combined = "by_metric" in table
+    lines = [f"{'method':34s} {'metric' + ' ' * 7 if combined else ''}{'similarity':>10s} {'95% CI':>15s} "
+             f"{'null':>6s} {'null 95% CI':>15s} {'n':>4s}  verdict"]
     for row in table.itertuples():
         ci = format_interval(row.ci_low, row.ci_high)
         null_value = getattr(row, "null_similarity", np.nan)
@@ -242,7 +290,8 @@ def format_verdict(table: pd.DataFrame) -> str:
         inconclusive = row.verdict == "INCONCLUSIVE"
         detail = f"  ({row.reason})" if inconclusive else ""
         undefined = f"  ({row.n_undefined} undefined)" if row.n_undefined and not inconclusive else ""
-        lines.append(f"{row.method:34s} {row.similarity:10.3f} {ci:>15s} {null} {null_ci:>15s} {row.n:4d}  "
+        metric = f"{row.metric:13s}" if combined else ""
+        lines.append(f"{row.method:34s} {metric}{row.similarity:10.3f} {ci:>15s} {null} {null_ci:>15s} {row.n:4d}  "
                      f"{row.verdict}{detail}{undefined}")
     if (table["role"] == "control").any():
         names = ", ".join(table.loc[table["role"] == "control", "method"])

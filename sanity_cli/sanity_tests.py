@@ -35,6 +35,8 @@ INVARIANCE = {"shift": Number(-1.0, nonzero=True), "tolerance": Number(0.1, gt=0
 SIMILARITY = ("Verdict ({metric}, baseline rule: PASS = after randomization no more similar than the trained model's "
               "maps of two different images (null); FAIL = clearly more similar)")
 THRESHOLD = "Verdict ({metric}, threshold rule: FAIL = similarity after randomization >= {threshold})"
+COMBINED = ("Verdict (baseline rule on each of {metric}: PASS = by every one after randomization no more similar than "
+            "the trained model's maps of two different images (null); FAIL = clearly more similar by at least one)")
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,16 @@ class SanityTest:
     params: Mapping[str, Param] = field(default_factory=dict)
     heading_text: str = SIMILARITY
 
-    def heading(self, metric: str, rule: str, threshold: float, params: Mapping | None = None) -> str:
-        """The line above the verdict table: what PASS and FAIL mean for this test and rule."""
+    def heading(self, metric: str, rule: str, threshold: float, params: Mapping | None = None,
+                combined: list[str] | None = None) -> str:
+        """The line above the verdict table: what PASS and FAIL mean for this test and rule (`combined`: the
+        metrics verdict.metric=all decides on)."""
         judged_alike = self.verdict_metric is None and self.family != "input_invariance"
         text = THRESHOLD if rule == "threshold" and judged_alike else self.heading_text
+        if combined and text == SIMILARITY:
+            text, metric = COMBINED, ", ".join(combined)
+        elif combined:
+            metric = ", ".join(combined)
         return text.format(metric=metric, threshold=threshold, **dict(params or {}))
 
 
@@ -76,7 +84,10 @@ TESTS = {test.name: test for test in (
                heading_text="Verdict (input invariance: PASS = every map unchanged, within a relative {tolerance:g}, "
                             "when the inputs are shifted and the model absorbs the shift; FAIL = the maps change; "
                             "similarity: {metric})"),
+    # judged by signed Spearman: both maps are of the same image, so their |map| supports (the digit) agree whatever
+    # the class, and spearman_abs, SSIM and HOG of absolute maps would call every class-sensitive map "alike"
     SanityTest("random_logit", "random_logit", source="Sixt et al. 2020, When explanations lie",
+               verdict_metric="spearman",
                heading_text="Verdict ({metric}, random logit: PASS = the maps of a random other class are no more "
                             "alike than the maps of two different images (null); FAIL = clearly more alike: the maps "
                             "do not depend on the class)"),

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import architectures, datasources, methods, metrics, sanity_tests
 from .errors import SanityError
+from .report import ALL_METRICS
 from .methods.options import PRECISIONS, EngineOptions
 from .params import Choice, Flag, Int, Number, Param, PathValue, check
 from .training import TrainSettings, normalize_labels_mode
@@ -38,7 +39,7 @@ TOP = {  # the top-level keys of configs/sanity.yaml (their types are checked wh
     "resume": Flag(False),
     "cache_dir": PathValue(),
 }
-VERDICT = {"metric": Param("spearman_abs", lambda v: isinstance(v, str), "a metric name"),
+VERDICT = {"metric": Param("all", lambda v: isinstance(v, str), "a metric name or all"),
            "rule": Choice("baseline", VERDICT_RULES),
            "threshold": Number(0.5, low=-1, high=1)}
 VERDICT["threshold"] = Param(0.5, VERDICT["threshold"].test, "a number in [-1, 1]", float)
@@ -104,8 +105,17 @@ class RunSpec:
         """The test trains models of the architecture (the data test: true- and permuted-label copies)."""
         return self.test.family == "data_randomization"
 
+    @property
+    def verdict_metrics(self) -> list[str]:
+        """The metrics the verdict is decided on: the one named, or (verdict.metric=all) every selected similarity."""
+        if self.verdict.metric != ALL_METRICS:
+            return [self.verdict.metric]
+        return [m for m in self.metrics if metrics.get(m).higher_is_more_similar]
+
     def heading(self) -> str:
-        return self.test.heading(self.verdict.metric, self.verdict.rule, self.verdict.threshold, self.test_values)
+        combined = self.verdict_metrics if self.verdict.metric == ALL_METRICS else None
+        return self.test.heading(self.verdict.metric, self.verdict.rule, self.verdict.threshold, self.test_values,
+                                 combined)
 
 
 def _container(node) -> Any:
@@ -140,10 +150,16 @@ def parse(cfg: DictConfig | Mapping, *, model=None, dataset=None) -> RunSpec:
     verdict = check("verdict", VERDICT, config.get("verdict"), owner="verdict")
     chosen = metric_params(config.get("metric"), test)
     judged_on = test.verdict_metric or verdict["metric"]
-    if judged_on == verdict["metric"] and judged_on not in chosen:
+    if judged_on == ALL_METRICS and not [m for m in chosen if metrics.get(m).higher_is_more_similar]:
+        raise SanityError(f"verdict.metric=all judges by the selected similarities, and {', '.join(chosen)} holds "
+                          f"none; add one to metric=[...] (e.g. spearman_abs)")
+    if judged_on == ALL_METRICS and test.family == "input_invariance":  # decided by the maps' change, not a metric
+        judged_on = next(m for m in chosen if metrics.get(m).higher_is_more_similar)
+    if judged_on == verdict["metric"] and judged_on != ALL_METRICS and judged_on not in chosen:
         raise SanityError(f"verdict.metric '{verdict['metric']}' is not among the selected metrics "
                           f"({', '.join(chosen)}); add it to metric=[...]")
-    if not metrics.get(judged_on).higher_is_more_similar and verdict["rule"] == "threshold":
+    if judged_on != ALL_METRICS and not metrics.get(judged_on).higher_is_more_similar \
+            and verdict["rule"] == "threshold":
         raise SanityError(f"verdict.rule=threshold needs a similarity; {judged_on} is judged against its null: "
                           f"use verdict.rule=baseline")
     return RunSpec(arch=arch, data=data, data_values=data_values, test=test, test_values=test_values,

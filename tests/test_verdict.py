@@ -95,6 +95,8 @@ def test_independent_interval_is_over_images_of_their_mean_over_blocks():
     (np.nan, np.nan, np.nan, 0.20, "INCONCLUSIVE"),
     (0.10, 0.05, 0.15, np.nan, "INCONCLUSIVE"),
     (0.10, np.nan, np.nan, 0.20, "INCONCLUSIVE"),
+    (0.99, 0.98, 1.00, 1.00, "INCONCLUSIVE"),   # issue 30: a null reaching 1 lets nothing FAIL: no PASS either
+    (0.10, 0.05, 0.15, 1.00, "INCONCLUSIVE"),
 ])
 def test_baseline_rule(similarity, ci_low, ci_high, null_high, expected):
     outcome, reason = report.decide(similarity, ci_low, ci_high, null_high, "baseline", 0.5)
@@ -213,3 +215,17 @@ def test_a_unit_of_another_format_is_recomputed():
     assert StageResult.from_npz({**arrays, "format": np.array(1)}) is None
     back = StageResult.from_npz(arrays).methods["m"]
     assert list(back.values) == ["spearman_abs", "ssim"] and np.allclose(back.values["ssim"], 1.0)
+
+
+def test_few_images_never_pass_a_method_that_did_not_change(sanity, tmp_path):
+    """Issue 30: with 4 images the null rests on 2 pairs (t(0.975, 1) = 12.7) and its interval reaches 1, so
+    Gradient x Input, whose maps barely change under randomization on MNIST (0.99), was PASSed; no verdict can be
+    drawn there. The same run at 40 images FAILs it."""
+    for n, expected in ((4, "INCONCLUSIVE"), (40, "FAIL")):
+        result = sanity("run", "method=[gradient_x_input]", f"n_images={n}", "metric=[spearman_abs]", "plots=false",
+                        f"hydra.run.dir=r{n}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        row = pd.read_csv(tmp_path / f"r{n}" / "verdict.csv").iloc[0]
+        assert row["similarity"] > 0.9 and row["verdict"] == expected, (n, row.to_dict())
+        if n == 4:
+            assert row["null_ci_high"] >= 1.0 and "even maps that did not change could not FAIL" in row["reason"]
