@@ -51,7 +51,7 @@ def check(model, x, y=None, test: str = "cascading", methods=None, metrics=None,
     SanityError with the command line's one line."""
     from omegaconf import OmegaConf
 
-    from .config import ConfigSource, composition_message, yaml_error
+    from .config import ConfigSource, composition_message, prepare_overrides, yaml_error
     from .core import run_check
     from .spec import parse
 
@@ -62,7 +62,7 @@ def check(model, x, y=None, test: str = "cascading", methods=None, metrics=None,
         args.append(_override("metric", list(metrics)))
     args += [_override(key, value) for key, value in overrides.items()]
     try:
-        full = ConfigSource().compose(args)
+        full = ConfigSource().compose(prepare_overrides(args))
     except Exception as err:  # Hydra / OmegaConf composition errors: the CLI's one line
         raise SanityError(yaml_error(err) or composition_message(err)) from None
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .config import Job, compose_jobs, config_source, group_choices, output_dir, split_args
+from .config import Job, compose_jobs, config_source, group_choices, output_dir, prepare_overrides, split_args
 from .paths import config_dir
 from .rundir import RunDir, RunDirRefused, config_fingerprint, hydra_quoted, new_directories, omegaconf_literal
 from .errors import SanityError, one_line
@@ -109,6 +109,9 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         source, args = config_source(args)
         overrides, multirun = split_args(args)
+        readable = dict(zip(overrides, prepare_overrides(overrides)))  # what Hydra can read (quoted paths)
+        args = [readable.get(arg, arg) for arg in args]
+        overrides = [readable[o] for o in overrides]
         if informational:  # compose only, so a broken config is one line, not Hydra's traceback
             compose_jobs(overrides, multirun, source, check=False, limit=1)
         else:
@@ -225,7 +228,6 @@ def execute_train(spec, directory: RunDir) -> None:
     import logging
     import time
 
-    import pandas as pd
 
     from . import core
     from .io import write_json
@@ -235,8 +237,7 @@ def execute_train(spec, directory: RunDir) -> None:
     directory.check_claim(config_fingerprint(spec.config))
     directory.ensure_writable()
     trained, dataset = core.train_model(spec, log=logging.getLogger("sanity").info)
-    models = pd.DataFrame([{"model": spec.model_name, "labels": trained.labels, "cache_key": trained.key,
-                            **trained.info}])
+    models = core.models_frame(spec, [trained])
     write_json(directory.path / "manifest.json", build_manifest(
         spec.config, provenance=dataset.provenance, models=models.to_dict(orient="records"), phases={},
         started=started, command=invocation("train")))

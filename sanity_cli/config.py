@@ -48,6 +48,50 @@ def split_args(args: list[str]) -> tuple[list[str], bool]:
     return overrides, multirun
 
 
+PATH_KEYS = ("data.path", "data.data_dir", "data.labels_csv", "cache_dir", "model.path", "model.weights",
+             "hydra.run.dir", "hydra.sweep.dir")
+LIST_GROUPS = ("method", "metric")
+
+
+def _quoted(value: str) -> str:
+    """A Hydra quoted string that reads back as exactly `value`."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def prepare_overrides(overrides: list[str]) -> list[str]:
+    """The overrides as Hydra will read them, checked: a path with characters Hydra's grammar does not take
+    unquoted (`~`, `=`, non-ASCII letters, ...) is quoted for it; any other value it cannot read is one line saying
+    how to quote it; an empty or repeated method/metric list is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, prepared = OverridesParser.create(), []
+    for override in overrides:
+        if "=" not in override and not override.startswith("~"):
+            raise SanityError(f"'{override}' is not an override KEY=VALUE; a value with spaces must be quoted, "
+                              f"e.g. 'hydra.run.dir=\"my results/run\"'")
+        key, _, value = override.partition("=")
+        try:
+            parsed = parser.parse_override(override)
+        except Exception:  # Hydra's grammar errors (HydraException, OverrideParseException)
+            if key.lstrip("+~") not in PATH_KEYS or not value:
+                raise SanityError(f"'{override}': Hydra cannot read this value; quote it, e.g. "
+                                  f"'{key}=\"{value}\"' (and the whole argument for the shell)") from None
+            override = f"{key}={_quoted(value)}"
+            parsed = parser.parse_override(override)
+        prepared.append(override)
+        group = parsed.get_key_element().lstrip("+~")
+        if group in LIST_GROUPS and isinstance(parsed.value(), list):
+            names = [str(v) for v in parsed.value()]
+            if not names:
+                example = "method=[gradient,guided_backprop]" if group == "method" else "metric=[spearman_abs,ssim]"
+                raise SanityError(f"{group}=[] selects no {group}; name at least one, e.g. {example}")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise SanityError(f"{group}=[{','.join(names)}] names {', '.join(twice)} twice; list each {group} "
+                                  f"once")
+    return prepared
+
+
 def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
     """Every job's override list (one job without -m)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -206,11 +250,8 @@ def compose_jobs(overrides: list[str], multirun: bool, source: ConfigSource = Co
                  check: bool = True, limit: int = MAX_PRECHECKED_JOBS) -> list[Job]:
     """Compose (and, with check, validate) every job before Hydra starts, so bad input never creates a run
     directory. Each job's `hydra` node is composed too: its run and sweep directories are what Hydra will use."""
-    for override in overrides:
-        if "=" not in override and not override.startswith("~"):
-            raise SanityError(f"'{override}' is not an override KEY=VALUE; a value with spaces must be quoted, "
-                              f"e.g. 'hydra.run.dir=\"my results/run\"'")
     jobs = []
+    overrides = prepare_overrides(overrides)
     try:
         for job_overrides in expand_sweeps(overrides, multirun)[:limit]:
             full = source.compose(job_overrides, multirun)

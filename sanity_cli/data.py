@@ -22,6 +22,7 @@ import hashlib
 import io
 import socket
 import threading
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -599,6 +600,9 @@ def load_npz(path, log: Callable[[str], object] = print) -> Dataset:
     if not path:
         raise SanityError("data=npz needs the arrays file: data.path=FILE.npz (x_test, y_test[, x_train, y_train])")
     file = Path(str(path)).expanduser()
+    if file.is_file() and not zipfile.is_zipfile(file):
+        raise SanityError(f"data.path {file} is not a numpy .npz archive (not a zip file); save it with "
+                          f"np.savez(path, x_test=..., y_test=...)")
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

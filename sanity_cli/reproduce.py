@@ -155,8 +155,11 @@ def reproduce(suite: str, extra: list[str], results: Path, source: ConfigSource 
     from filelock import FileLock, Timeout
 
     name, jobs = load_suite(suite, source)
-    for overrides in jobs.values():  # every job's config must be valid before anything runs
-        compose_jobs(overrides + extra, False, source)
+    for job, overrides in jobs.items():  # every job's config must be valid before anything runs
+        try:
+            compose_jobs(overrides + extra, False, source)
+        except SanityError as err:
+            raise SanityError(f"suite {name}, job {job}: {err}") from None
     suite_root = results / "reproduce" / name
     try:
         suite_root.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 ERROR_FILE = "error.txt"      # a failed run's one-line error (sweep jobs; runs that had finished units)
 NOT_FINGERPRINTED = ("resume",)  # keys that do not change the results
+# what a sanity run puts into its directory before its first result: a folder holding only these is still free
+OWN_ENTRIES = (".hydra", "cli.log", ERROR_FILE, UNITS_DIR)
 
 
 class RunDirRefused(SanityError):
@@ -62,6 +64,8 @@ class RunDir:
         self.units = self.path / UNITS_DIR
         self._lock = None
         self._resumed = False
+        # what the directory held before this run touched it: a failure removes only what the run added
+        self.preexisting = set(os.listdir(self.path)) if self.path.is_dir() else None
 
     def __str__(self) -> str:
         return str(self.path)
@@ -115,7 +119,12 @@ class RunDir:
                                     f"hydra.run.dir")
             return True
         found = self.unfinished_fingerprint()
-        if found is not None and found != fingerprint:
+        foreign = sorted(name for name in (os.listdir(self.path) if self.path.is_dir() else ())
+                         if name not in OWN_ENTRIES and not name.startswith((".sanity-write-test", ".")))
+        if found is None and foreign:  # a user's own folder: never write into it (its files would be replaced)
+            raise RunDirRefused(f"{self.path} already holds files that are not a sanity run ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}); pick a new or empty hydra.run.dir")
+        if found is not None and found != fingerprint and any(self.units.glob("*.npz")):
             raise RunDirRefused(f"{self.path} holds an unfinished run of a different config (fingerprint {found}, "
                                 f"this config {fingerprint}); resume it with its own overrides, or pick a new "
                                 f"hydra.run.dir=DIR")
@@ -172,7 +181,8 @@ class RunDir:
             for stale in (*self.path.glob(".*.tmp*"), *self.units.glob(".*.tmp*")):
                 stale.unlink(missing_ok=True)  # a killed writer's temporary file, never a result
             self.clear_failure()  # an earlier attempt's error.txt
-            self._resumed = self.unfinished_fingerprint() is not None
+            # another config's start that finished no unit (it failed at once) is taken over, not resumed
+            self._resumed = self.unfinished_fingerprint() == fingerprint
             if not self._resumed:
                 write_json(self.units / RUN_FILE, {"fingerprint": fingerprint})
             return self._resumed
@@ -227,6 +237,11 @@ class RunDir:
                 except OSError:
                     break
             return f"nothing was kept ({self.path} removed)"
+        if self.preexisting is not None and not self.holds_work():  # an existing folder: take back what we added
+            for name in sorted(set(os.listdir(self.path)) - self.preexisting):
+                entry = self.path / name
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            return f"nothing was kept (what this run added to {self.path} was removed)"
         if self.path.is_dir():
             try:
                 self.record_failure(message)

@@ -24,6 +24,7 @@ def load(path: str, output: str = "logits"):
     if file.is_dir():  # Keras 3 loads a SavedModel only as an opaque TFSMLayer: no layers to randomize
         raise SanityError(f"model.path {file} is a SavedModel folder, which Keras 3 loads only as an opaque layer "
                           f"without its layers; save the model as .keras (model.save('model.keras'))")
+    _check_format(file)
     try:
         model = keras.models.load_model(file, compile=False)
     except Exception as err:  # not a Keras file, a corrupt one, an unknown custom layer...
@@ -36,6 +37,25 @@ def load(path: str, output: str = "logits"):
     if output == "logits":
         model = strip_softmax(model)
     return model
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_format(file: Path) -> None:
+    """A .keras file is a zip archive and an .h5 file an HDF5 one (Keras says "File not found" for anything else)."""
+    import zipfile
+
+    if not file.is_file():
+        raise SanityError(f"model.path {file} does not exist; give the .keras or .h5 file")
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    if file.suffix == ".keras" and not zipfile.is_zipfile(file):
+        raise SanityError(f"model.path {file} is not a Keras model Keras can load (not a zip archive, which a .keras "
+                          f"file is); save the model with model.save('model.keras')")
+    if file.suffix in (".h5", ".hdf5") and head != HDF5_SIGNATURE:
+        raise SanityError(f"model.path {file} is not a Keras model Keras can load (not an HDF5 file, which an .h5 "
+                          f"file is); save the model with model.save('model.keras')")
 
 
 def live_copy(model, output: str = "logits"):

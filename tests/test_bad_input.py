@@ -50,6 +50,20 @@ CHEAP = ("method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=fals
     (["run", "train.l2=-0.001"], ["train.l2 must be a number >= 0"]),
     (["run", "train.l2=strong"], ["train.l2"]),
     (["run", "train.validation_from=middle"], ["train.validation_from must be one of start, end"]),
+    # issue 30: lists, ranges found late before, and paths Hydra's grammar refused
+    (["run", "method=[gradient,gradient]"], ["names gradient twice; list each method once"]),
+    (["run", "metric=[spearman_abs,spearman_abs]"], ["names spearman_abs twice; list each metric once"]),
+    (["run", "metric=[]"], ["metric=[] selects no metric; name at least one"]),
+    (["run", "method=[]"], ["method=[] selects no method; name at least one"]),
+    (["run", "metric=[hog_pearson]", "metric.hog_pearson.pixels_per_cell=-4"], ["pixels_per_cell must be a positive"]),
+    (["run", "metric=[hog_pearson]", "metric.hog_pearson.pixels_per_cell=abc"], ["pixels_per_cell must be"]),
+    (["run", "metric=[hog_pearson]", "metric.hog_pearson.pixels_per_cell=100"], ["larger than the 28x28 maps"]),
+    (["run", "test=input_invariance", "test.shift=nan"], ["test.shift must be a non-zero number, got nan"]),
+    (["run", "data.path=~/no_such_sanity_data"], ["no_such_sanity_data does not exist; set data.path"]),
+    (["run", "data.path=/nonexistent/a=b"], ["data.path /nonexistent/a=b does not exist"]),
+    (["run", "data.path=/nonexistent/fichier_é"], ["data.path /nonexistent/fichier_é does not exist"]),
+    (["reproduce", "{user}/suites/one_bad_job.yaml"], ["job bad:", "n_images"]),
+    (["train", "train.l2=-1"], ["train.l2 must be a number >= 0"]),
 ])
 def test_bad_input_matrix(sanity, tmp_path, args, fragments):
     """Each case: one line, exit 2, no traceback, and the earlier finished run (results/earlier run) and
@@ -62,6 +76,7 @@ def test_bad_input_matrix(sanity, tmp_path, args, fragments):
     (user / "experiment" / "broken.yaml").write_text("n_images: [1, 2\n")
     (user / "suites").mkdir()
     (user / "suites" / "nightly.yaml").write_text("jobs: {a: [seed=1\n")
+    (user / "suites" / "one_bad_job.yaml").write_text("jobs:\n  good: [seed=1]\n  bad: [n_images=abc]\n")
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "broken.jpg").write_text("not a JPEG")
@@ -195,3 +210,86 @@ def test_full_disk_while_writing_results_keeps_earlier_results(sanity, sanity_pr
     assert not (full / "metrics.csv").exists() and not (full / "manifest.json").exists()
     assert not [p for p in full.rglob("*") if ".tmp" in p.name]
     assert {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()} == before
+
+
+def _nan_pixels(path):
+    x = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
+    x[1, 0, 0, 0] = np.nan
+    np.savez(path, x_test=x, y_test=np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("make, args, fragments", [
+    # issue 30 (6): messages that used to mislead
+    (_nan_pixels, ["model=linear", "data=npz", "data.path={file}"],
+     ["x_test holds NaN or infinite pixels (images [1])"]),
+    (lambda path: path.write_text("hello"), ["model=linear", "data=npz", "data.path={file}"],
+     ["is not a numpy .npz archive (not a zip file)"]),
+    (lambda path: path.write_text("junk"), ["model=keras", "model.path={file}"],
+     ["is not a Keras model Keras can load (not a zip archive"]),
+])
+def test_broken_files_are_named_in_one_line(sanity, tmp_path, make, args, fragments):
+    file = tmp_path / ("given.keras" if "model=keras" in args else "given.npz")
+    make(file)
+    result = sanity("run", *CHEAP, *[a.replace("{file}", str(file)) for a in args])
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_folder_of_the_users_files_is_never_a_run_directory(sanity, tmp_path):
+    """issue 30 (2): `hydra.run.dir=.` in a project folder refused before anything is written; its files intact."""
+    from test_run_dirs import checksums
+
+    project = tmp_path / "proj"
+    (project / ".hydra").mkdir(parents=True)
+    for name in ("report.html", "summary.csv", "cli.log", "similarity.png", ".hydra/config.yaml"):
+        (project / name).write_text(f"the user's own {name}")
+    before = checksums(project)
+    result = sanity("run", *CHEAP, "hydra.run.dir=.", cwd=project)
+    assert_one_line_error(result, "already holds files that are not a sanity run", "pick a new or empty")
+    assert checksums(project) == before
+    assert sorted(p.name for p in project.rglob("*")) == sorted(
+        ["report.html", "summary.csv", "cli.log", "similarity.png", ".hydra", "config.yaml"])
+
+
+def test_an_early_failure_into_a_run_folder_leaves_nothing_that_blocks_the_fix(sanity, tmp_path):
+    """issue 30 (4): a failure into an (empty) run directory removes what it added, so the corrected command runs."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    failed = sanity("run", *CHEAP, "data.path=/nonexistent/mnist", f"hydra.run.dir={folder}")
+    assert_one_line_error(failed, "does not exist")
+    assert list(folder.iterdir()) == []
+    fixed = sanity("run", *CHEAP, f"hydra.run.dir={folder}")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (folder / "manifest.json").exists()
+
+
+def test_nothing_left_to_explain_is_one_line(sanity, tmp_path):
+    """issue 30 (1): every method skipped (Grad-CAM needs a conv layer; the MLP has none) is one line, exit 2."""
+    result = sanity("run", "model=mnist_mlp", "method=[gradcam,guided_gradcam]", "n_images=2", "plots=false",
+                    "train.epochs=1", "train.max_train_images=200")
+    assert_one_line_error(result, "nothing to explain: gradcam, guided_gradcam need a conv layer",
+                          "mnist_mlp has none")
+    assert not (tmp_path / "results").exists() or not run_dirs(tmp_path)
+
+
+def test_the_python_api_raises_the_same_line():
+    from sanity_cli import check
+    from sanity_cli.errors import SanityError
+    from sanity_cli.models import linear
+
+    model = linear((28, 28, 1))
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    with pytest.raises(SanityError, match="names gradient twice; list each method once"):
+        check(model, x, methods=["gradient", "gradient"])
+    with pytest.raises(SanityError, match="test.shift must be a non-zero number, got nan"):
+        check(model, x, test="input_invariance", methods=["gradient"], **{"test.shift": float("nan")})
+
+
+def test_report_on_a_run_killed_while_writing_says_how_to_finish_it(sanity, tmp_path):
+    """issue 30 (6): `sanity report` on a run without its manifest (killed while writing) names it unfinished."""
+    half = tmp_path / "half"
+    (half / "units").mkdir(parents=True)
+    (half / "verdict.csv").write_text("method,verdict\n")
+    result = sanity("report", str(half))
+    assert_one_line_error(result, "is an unfinished run (no manifest.json", "resume=true")
+    assert sorted(p.name for p in half.iterdir()) == ["units", "verdict.csv"]

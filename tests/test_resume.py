@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from sanity_cli.errors import SanityError
+from sanity_cli.rundir import OWN_ENTRIES
 from sanity_cli.units import UnitStore
 
 from test_cli import assert_one_line_error
@@ -64,8 +66,9 @@ def test_resume_true_finds_the_unfinished_run_of_the_same_config(sanity, tmp_pat
     expected = (mine / "metrics.csv").read_bytes()
     for run_dir in (mine, other):  # make both unfinished again, as a crash after their units would
         fingerprint = json.loads((run_dir / "manifest.json").read_text())["config_fingerprint"]
-        (run_dir / "manifest.json").unlink()
-        (run_dir / "metrics.csv").unlink()
+        for written in run_dir.iterdir():  # a crash before the tables: only what a run writes first is left
+            if written.name not in OWN_ENTRIES:
+                written.unlink()
         UnitStore(run_dir, fingerprint, log=lambda *_: None).open()
 
     resumed = sanity(*small, "resume=true")
@@ -93,13 +96,24 @@ def test_finished_run_of_another_config_is_never_overwritten(sanity, tmp_path):
 
 
 def test_unfinished_run_dir_of_another_config_is_refused(sanity, tmp_path):
+    """Another config's run with finished work is refused; one that never finished a unit (killed while it
+    started: nothing to lose) is taken over (issue 30, 4: leftovers must not block the corrected command)."""
     run_dir = tmp_path / "unfinished"
-    UnitStore(run_dir, "0123456789abcdef", log=lambda *_: None).open()
+    store = UnitStore(run_dir, "0123456789abcdef", log=lambda *_: None)
+    store.open()
+    store.release()
+    started = tmp_path / "started"
+    shutil.copytree(run_dir, started)
+    (run_dir / "units" / "stage_000.npz").write_bytes(b"a finished unit of the other config")
     result = sanity("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", f"hydra.run.dir={run_dir}")
     assert_one_line_error(result, "different config", "hydra.run.dir")
     assert not (run_dir / "metrics.csv").exists()
     assert not (run_dir / ".hydra").exists() and not (run_dir / "cli.log").exists(), \
         "a refused run must not leave its config in another run's directory"
+    taken = sanity("run", "method=[gradient]", "metric=[spearman_abs]", "n_images=2", "plots=false",
+                   f"hydra.run.dir={started}")
+    assert taken.returncode == 0, taken.stderr[-3000:]
+    assert (started / "manifest.json").exists()
 
 
 def test_a_run_dir_in_use_is_refused_before_hydra_writes_into_it(sanity, sanity_process, tmp_path):

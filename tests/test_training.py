@@ -779,3 +779,21 @@ def test_load_or_train_removes_the_checkpoint_once_the_model_is_cached(small, tm
     assert cache_files(tmp_path) == sorted([f"{result.key}.json", f"{result.key}.keras", f"{result.key}.lock"])
     meta = json.loads((tmp_path / f"{result.key}.json").read_text())
     assert [row["epoch"] for row in meta["history"]] == [1, 2]
+
+
+def test_models_csv_columns_keep_one_order_cached_or_fresh():
+    """issue 30 (6): models.csv's columns do not change order between a freshly trained and a cached model."""
+    from types import SimpleNamespace
+
+    from sanity_cli.core import MODEL_COLUMNS, models_frame
+
+    spec = SimpleNamespace(model_name="mnist_cnn")
+    fresh = SimpleNamespace(labels="true", key="k", info={"train_seconds": 3.0, "epochs_run": 2, "cache": "trained",
+                                                          "test_accuracy": 0.9, "zeta": 1})
+    cached = SimpleNamespace(labels="true", key="k", info={"cache": "hit", "test_accuracy": 0.9, "epochs_run": 2,
+                                                           "train_seconds": 3.0, "zeta": 1})
+    first, second = models_frame(spec, [fresh]), models_frame(spec, [cached])
+    assert list(first.columns) == list(second.columns)
+    assert list(first.columns) == ["model", "labels", "cache_key", "cache", "epochs_run", "test_accuracy",
+                                   "train_seconds", "zeta"]
+    assert all(c in MODEL_COLUMNS for c in first.columns[:-1])
