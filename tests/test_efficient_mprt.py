@@ -45,7 +45,7 @@ def test_entropy_rise_parameters_are_checked():
         metrics.check_params("entropy_rise", {"n_bins": 1})
     with pytest.raises(SanityError, match="unknown parameter.*n_bins of metric ssim"):
         metrics.check_params("ssim", {"n_bins": 10})
-    with pytest.raises(SanityError, match="normalisation must be one of paper, signed, second_moment, got 'raw'"):
+    with pytest.raises(SanityError, match="normalisation must be one of paper, signed, second_moment, max, got 'raw'"):
         metrics.check_params("ssim", {"normalisation": "raw"})
     metrics.check_params("entropy_rise", {"normalisation": "second_moment", "n_bins": 50})
 

@@ -349,7 +349,7 @@ def _cam_net(kind: str):
     return model, images, np.array([0, 1, 2, 1], np.int32)
 
 
-def _hand_gradcam(model, images, targets, pooling: str):
+def _hand_gradcam(model, images, targets, pooling: str, upsample: bool = True):
     conv = model.get_layer("conv")
     activations = keras.Model(model.inputs[0], conv.output)(images).numpy().astype(np.float64)  # (N,h,w,k)
     n, h, w, k = activations.shape
@@ -361,9 +361,23 @@ def _hand_gradcam(model, images, targets, pooling: str):
     alpha = grads.mean(axis=(1, 2), keepdims=True)
     cam = np.maximum((alpha * activations).sum(-1, keepdims=True), 0.0)
     height, width = images.shape[1:3]
-    if (h, w) != (height, width):
+    if (h, w) != (height, width) and upsample:
         cam = tf.image.resize(cam.astype(np.float32), (height, width), method="bilinear").numpy()
     return cam[..., 0]
+
+
+def test_legacy_upsampling_is_tf1_resize_bilinear_without_half_pixel_centres():
+    """upsampling=legacy: TensorFlow 1's resize_bilinear (align_corners=False, no half-pixel centres), as PAIR
+    saliency 0.0.x upsampled the released notebooks' Grad-CAM: output pixel i samples the coarse map at i / 2, so on
+    a 2x upsampling the even positions repeat the coarse map exactly and the odd ones average two neighbours."""
+    model, images, targets = _cam_net("pooled")
+    coarse = _hand_gradcam(model, images, targets, "gap", upsample=False)          # (N, h, w) at the conv layer
+    fine = explain(model, images, targets, "gradcam", {"layer": "conv", "upsampling": "legacy"})[..., 0]
+    assert fine.shape[1:] == (2 * coarse.shape[1], 2 * coarse.shape[2])
+    _close(fine[:, ::2, ::2], coarse, atol=1e-5)
+    _close(fine[:, 1:-1:2, ::2], (coarse[:, :-1] + coarse[:, 1:]) / 2, atol=1e-5)
+    half_pixel = explain(model, images, targets, "gradcam", {"layer": "conv"})[..., 0]
+    assert np.abs(fine - half_pixel).max() > 1e-3  # the two conventions differ
 
 
 @pytest.mark.parametrize("kind,pooling", [("same", "gap"), ("same_sequential", "gap"),
@@ -698,7 +712,7 @@ def test_gradcam_traces_once_and_follows_weight_changes():
     dense.kernel.assign(-kernel)
     got = explain(model, images, targets, "gradcam", {"layer": "conv"})
     _close(got[..., 0], _hand_gradcam(model, images, targets, "gap"), atol=1e-5)
-    function = engine_for(model)._functions[("gradcam", "conv", "logit")]
+    function = engine_for(model)._functions[("gradcam", "conv", "logit", "bilinear")]
     assert function.experimental_get_tracing_count() == 1
 
 

@@ -94,6 +94,7 @@ def test_cascading_on_your_keras_file_and_arrays(sanity, own, tmp_path):
 def test_data_test_trains_two_fresh_copies_of_your_architecture(sanity, own, tmp_path):
     args = own_args(own, "test=data", "method=[gradient,sobel]", "metric=[spearman_abs]", "n_images=8",
                     "model.train.epochs=2", "model.train.learning_rate=0.01", "model.train.max_epochs=2",
+                    "model.train.batch_size=128",
                     "model.train.optimizer=rmsprop", "hydra.run.dir=run")
     result = sanity("run", *args)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -71,8 +71,10 @@ def test_cascading_writes_every_output(sanity, tmp_path, model, blocks):
     null = pd.read_csv(run / "null.csv")
     assert list(null.columns) == ["method", "metric", "image", "other_image", "value", "undefined"]
     assert len(null) == len(expected_methods) * 4 * 2 and (null["image"] != null["other_image"]).all()
-    gradient_null = null[(null.method == "gradient") & (null.metric == "spearman_abs")]["value"]
-    assert verdict.set_index("method").loc["gradient", "null_similarity"] == pytest.approx(gradient_null.mean())
+    row = verdict.set_index("method").loc["gradient"]  # verdict.metric=all: the row holds its deciding metric's values
+    assert row["metric"] in row["by_metric"]
+    gradient_null = null[(null.method == "gradient") & (null.metric == row["metric"])]["value"]
+    assert row["null_similarity"] == pytest.approx(gradient_null.mean())
     manifest = json.loads((run / "manifest.json").read_text())
     checks = manifest["self_checks"]
     assert checks["all_stages_changed_logits"] is True and checks["no_nonfinite_maps"] is True
@@ -318,17 +320,25 @@ def test_gradient_collapses_while_guided_backprop_survives(sanity, tmp_path):
 
 @pytest.mark.slow
 def test_default_run_gives_the_papers_verdicts(sanity, tmp_path):
-    """The README's first command, unchanged: Gradient and SmoothGrad pass, Guided Backprop and Guided
-    Grad-CAM never pass (FAIL, or INCONCLUSIVE on 8 images), the model-free controls are reference rows."""
+    """The README's first command, unchanged (issue 24): the smoke model's Gradient maps carry the digit (two
+    different digits' maps correlate far more than two seeded noise maps: its null similarity clearly exceeds the
+    random control's), Gradient and SmoothGrad PASS, Guided Backprop FAILs (48 images are enough), Guided Grad-CAM
+    never passes, and the model-free controls are reference rows."""
     result = sanity("run")
     run = finished_run(result, tmp_path)
     verdict = pd.read_csv(run / "verdict.csv").set_index("method")
     assert verdict.loc["gradient", "verdict"] == "PASS"
     assert verdict.loc["smoothgrad_gradient", "verdict"] == "PASS"
-    assert verdict.loc["guided_backprop", "verdict"] in ("FAIL", "INCONCLUSIVE")
+    assert verdict.loc["guided_backprop", "verdict"] == "FAIL"
     assert verdict.loc["guided_gradcam", "verdict"] in ("FAIL", "INCONCLUSIVE")
     assert set(verdict.loc[["sobel", "random"], "verdict"]) == {"reference"}
     assert "reference rows (" in result.stdout
+    summary = pd.read_csv(run / "summary.csv")
+    first = summary[(summary.metric == "spearman_abs") & (summary.stage == 1)].set_index("method")["mean"]
+    null = verdict.loc[verdict.metric == "spearman_abs", "null_similarity"]
+    assert null["gradient"] > null["random"] + 0.2, null
+    # the structure declines through the cascade (the notebook's 0.60 after the logits), not gone at stage one
+    assert first["gradient"] > null["gradient"] + 0.05, (first["gradient"], null["gradient"])
 
 
 def test_image_choice_first_takes_the_test_splits_first_images():

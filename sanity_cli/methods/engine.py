@@ -225,15 +225,18 @@ class GradientEngine:
     def conv_layer_names(self) -> list[str]:
         return conv_layer_names(self.model)
 
-    def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit") -> np.ndarray:
-        """Grad-CAM maps (N,H,W): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c/d A^k_ij, bilinear upsampling."""
+    def gradcam(self, x: np.ndarray, targets: np.ndarray, layer: str, *, output: str = "logit",
+                upsampling: str = "bilinear") -> np.ndarray:
+        """Grad-CAM maps (N,H,W): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij d f_c/d A^k_ij, bilinearly upsampled:
+        `bilinear` with half-pixel centres (tf.image.resize), or `legacy`, TensorFlow 1's resize_bilinear without
+        them, which PAIR saliency 0.0.x (and so the released notebooks) used."""
         import tensorflow as tf
 
         valid = self.conv_layer_names()
         if layer not in valid:
             raise SanityError(f"gradcam: layer '{layer}' is not a conv layer of {self.model.name}; "
                               f"valid layers: {', '.join(valid) or 'none (the model has no conv layer)'}")
-        key = ("gradcam", layer, output)
+        key = ("gradcam", layer, output, upsampling)
         if key not in self._functions:
             cam_model = activations_and_outputs(self.model, layer)
             height, width = self.model.input_shape[1:3]
@@ -246,6 +249,9 @@ class GradientEngine:
                 grads = tape.gradient(score, activations)
                 alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
                 cam = tf.nn.relu(tf.reduce_sum(alpha * activations, axis=-1, keepdims=True))
+                if upsampling == "legacy":
+                    return tf.compat.v1.image.resize_bilinear(cam, (height, width), align_corners=False,
+                                                              half_pixel_centers=False)[..., 0]
                 return tf.image.resize(cam, (height, width), method="bilinear")[..., 0]
 
             self._functions[key] = cam_fn

@@ -74,13 +74,13 @@ def pair_call_model_function(model, compiled: bool):
 def pair_smoothgrad(images, targets, cmf, samples: int, same_noise_seed=None) -> np.ndarray:
     """PAIR GradientSaliency.GetSmoothedMask per image (its only mode: one batch-1 call per sample), plain mean
     (magnitude=False, i.e. SmoothGrad of the gradient as in the paper). With same_noise_seed, numpy.random.normal
-    is fed sanity's per-image noise (engine.unit_noise) so both see the same noisy inputs."""
+    is fed sanity's per-image noise (methods.noise.unit_noise) so both see the same noisy inputs."""
     import saliency.core as saliency
 
     method = saliency.GradientSaliency()
     unit = None
     if same_noise_seed is not None:
-        from sanity_cli.methods.engine import image_seeds, unit_noise
+        from sanity_cli.methods.noise import image_seeds, unit_noise
 
         unit = unit_noise(image_seeds(same_noise_seed, len(images)), samples, images.shape[1:])
     out = []
