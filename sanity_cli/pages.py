@@ -17,10 +17,11 @@ import pandas as pd
 from . import sanity_tests
 from .errors import SanityError
 from .io import write_text
+from .metrics import METRICS
 from .report import format_interval
 
 PAGE = "report.html"
-RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "models.csv", "manifest.json")
+RUN_FILES = ("verdict.csv", "summary.csv", "metrics.csv", "null.csv", "edges.csv", "models.csv", "manifest.json")
 
 
 def _environment():
@@ -91,7 +92,9 @@ def run_page(run_dir: Path) -> Path:
                                if v in counts),
         header=header, command=shlex.join(["sanity", *argv[1:]] if argv[0] == "sanity" else argv),
         verdict_heading=spec.heading(config["verdict"]["metric"], config["verdict"]["rule"],
-                                     config["verdict"]["threshold"], config["test"]),
+                                     config["verdict"]["threshold"], config["test"],
+                                     combined=[m for m in config["metric"] if METRICS[m].higher_is_more_similar]
+                                     if config["verdict"]["metric"] == "all" else None),
         verdict=verdict_rows(verdict),
         compared=f"compared: {verdict['compared'].iloc[0]}" if len(verdict) else "",
         similarity=data_uri(similarity) if similarity.exists() else None,
@@ -103,9 +106,26 @@ def run_page(run_dir: Path) -> Path:
         grids=grids if grids["absolute"] or grids["diverging"] else None,
         models_columns=list(models.columns), models=[[_cell(v) for v in row] for row in models.itertuples(index=False)],
         self_checks=[(k, v) for k, v in manifest.get("self_checks", {}).items() if not isinstance(v, dict)],
-        files=[name for name in RUN_FILES if (run_dir / name).exists()])
+        files=[name for name in RUN_FILES if (run_dir / name).exists()],
+        edges=edge_section(run_dir, config["verdict"]["metric"], verdict))
     write_text(run_dir / PAGE, page)
     return run_dir / PAGE
+
+
+def edge_section(run_dir: Path, verdict_metric: str, verdict: pd.DataFrame) -> dict | None:
+    """The page's edge similarity table from edges.csv (None for a run without one): per method, Sobel vs the map
+    and vs |map - median|, trained and at the last stage, beside the null."""
+    from . import edges
+
+    path = run_dir / "edges.csv"
+    table = pd.read_csv(path) if path.exists() else None
+    metric = edges.shown_metric(table, verdict_metric)
+    if table is None or metric is None:
+        return None
+    last, rows = edges.page_rows(table, metric)
+    roles = dict(zip(verdict["method"], verdict["role"])) if "role" in verdict else {}
+    return {"metric": metric, "last": last, "rows": [dict(row, role=roles.get(row["method"], "method"))
+                                                     for row in rows]}
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -136,11 +156,31 @@ def jobs_page(directory: Path, verdict: pd.DataFrame, title: str, explanation: s
     counts = verdict["verdict"].value_counts() if len(verdict) else pd.Series(dtype=int)
     page = _environment().get_template("jobs.html.j2").render(
         title=title, explanation=explanation, job_columns=list(job_columns), rows=rows, failed=list(failed),
+        board=leaderboard(verdict, {row["job"]: row["page"] for row in rows}),
         summary_line=f"{verdict['job'].nunique() if len(verdict) else 0} jobs; " + ", ".join(
             f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "reference") if v in counts),
         files=[name for name in files if (directory / name).exists()])
     write_text(directory / PAGE, page)
     return directory / PAGE
+
+
+def leaderboard(verdict: pd.DataFrame, pages: dict) -> dict | None:
+    """The methods x jobs table of a suite or sweep (`sanity reproduce leaderboard`): per method and job its verdict
+    and similarity / null, linking to the job's page; methods ordered by PASS count, then by FAIL count (fewest
+    first), controls last. None for a single job."""
+    if not len(verdict) or verdict["job"].nunique() < 2:
+        return None
+    jobs = list(dict.fromkeys(verdict["job"]))
+    cells: dict[str, dict] = {}
+    for row in verdict.itertuples():
+        cell = {"verdict": row.verdict, "value": f"{_number(row.similarity)} / {_number(row.null_similarity)}",
+                "metric": getattr(row, "metric", ""), "page": pages.get(row.job)}
+        cells.setdefault(row.method, {"role": row.role, "cells": {}})["cells"][row.job] = cell
+    score = {m: (c["role"] == "control", -sum(x["verdict"] == "PASS" for x in c["cells"].values()),
+                 sum(x["verdict"] == "FAIL" for x in c["cells"].values())) for m, c in cells.items()}
+    methods = sorted(cells, key=lambda m: (*score[m], m))
+    return {"jobs": jobs, "rows": [{"method": m, "role": cells[m]["role"], "passes": -score[m][1],
+                                    "cells": [cells[m]["cells"].get(job) for job in jobs]} for m in methods]}
 
 
 def sweep_page(sweep_dir: Path) -> Path:
@@ -185,6 +225,10 @@ def build(directory: Path) -> list[Path]:
     nights = [p for p in directory.glob("*/suite_verdict.csv") if not p.parent.is_symlink()]
     if nights:  # a suite's directory: every night's page and the history
         return [suite_page(p.parent) for p in sorted(nights)] + [history_page(directory)]
+    if (directory / "units").is_dir() or (directory / "verdict.csv").exists():
+        raise SanityError(f"{directory} is an unfinished run (no manifest.json: it stopped before it finished "
+                          f"writing); finish it with its sanity run command and hydra.run.dir={directory} (or "
+                          f"resume=true), then build its page")
     raise SanityError(f"{directory} holds no finished sanity run, sweep or reproduce run (no verdict.csv, "
                       f"sweep_verdict.csv or */suite_verdict.csv); give one of those directories")
 

@@ -111,6 +111,36 @@ def test_a_suite_night_page_links_each_job(tmp_path):
     assert_self_contained(page, night)
 
 
+def test_a_suite_page_leads_with_the_methods_by_jobs_leaderboard(tmp_path):
+    """issue 26: a suite of several jobs (`sanity reproduce leaderboard`) gets a methods x jobs table: each cell the
+    method's verdict and similarity / null, linking to the job's page; most PASS first, controls last."""
+    night = tmp_path / "reproduce" / "leaderboard" / "2026-01-01_03-00-00"
+    rows = []
+    for job, outcomes in {"cnn_cascading": {"gradient": "PASS", "guided_backprop": "FAIL", "sobel": "reference"},
+                          "cnn_data": {"gradient": "PASS", "guided_backprop": "INCONCLUSIVE"}}.items():
+        (night / job).mkdir(parents=True)
+        (night / job / "report.html").write_text("<html></html>")
+        for k, (method, verdict) in enumerate(outcomes.items()):
+            rows.append({"job": job, "method": method, "role": "control" if method == "sobel" else "method",
+                         "metric": "ssim", "similarity": 0.1 * (k + 1), "ci_low": 0.0, "ci_high": 0.5, "n": 4,
+                         "null_similarity": 0.2, "null_ci_low": 0.1, "null_ci_high": 0.3, "verdict": verdict,
+                         "reason": ""})
+    pd.DataFrame(rows[::-1]).to_csv(night / "suite_verdict.csv", index=False)
+    board = pages.leaderboard(pd.read_csv(night / "suite_verdict.csv"),
+                              {"cnn_cascading": "cnn_cascading/report.html", "cnn_data": "cnn_data/report.html"})
+    assert board["jobs"] == ["cnn_data", "cnn_cascading"]
+    assert [r["method"] for r in board["rows"]] == ["gradient", "guided_backprop", "sobel"]
+    assert [r["passes"] for r in board["rows"]] == [2, 0, 0]
+    gbp = board["rows"][1]["cells"]
+    assert [c["verdict"] for c in gbp] == ["INCONCLUSIVE", "FAIL"] and gbp[1]["value"] == "0.200 / 0.200"
+    assert board["rows"][2]["cells"][0] is None  # sobel was not in cnn_data
+    (page_path,) = pages.build(night)
+    text = page_path.read_text()
+    assert 'id="leaderboard"' in text and 'href="cnn_cascading/report.html"' in text
+    assert text.index('id="leaderboard"') < text.index('id="verdicts"')
+    assert pages.leaderboard(pd.read_csv(night / "suite_verdict.csv").query("job == 'cnn_data'"), {}) is None
+
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
