@@ -82,7 +82,8 @@ def test_sanity_report_rebuilds_run_and_sweep_pages_and_refuses_other_directorie
     verdict = pd.read_csv(sweep / "sweep_verdict.csv")
     assert len(page.rows) == len(verdict) and {row[0] for row in page.rows} == set(verdict["job"])
     assert_self_contained(page, sweep)
-    assert sum(ref.endswith("/report.html") for ref in page.refs) == len(verdict)  # each row links its job
+    # each row links its job, and so does each cell of the leaderboard (methods x jobs: one per verdict row)
+    assert sum(ref.endswith("/report.html") for ref in page.refs) == 2 * len(verdict)
 
     job = next(p.parent for p in sweep.rglob("verdict.csv") if p.parent != sweep)
     (job / "report.html").unlink()
