@@ -97,11 +97,13 @@ def comparison(job: str, job_dir: Path) -> list[str]:
 def ablation_row(job: str, job_dir: Path, methods=("gradient", "guided_backprop")) -> str:
     summary = pd.read_csv(job_dir / "summary.csv")
     summary = summary[(summary["metric"] == "spearman_abs") & (summary["stage"] > 0)].sort_values("stage")
-    verdict = pd.read_csv(job_dir / "verdict.csv").set_index("method")
+    null = pd.read_csv(job_dir / "null.csv")
+    null = null[(null["metric"] == "spearman_abs") & ~null["undefined"]].groupby("method")["value"].mean()
+    verdict = pd.read_csv(job_dir / "verdict.csv").set_index("method")["verdict"]
     cells = []
     for method in methods:
         curve = summary[summary["method"] == method]["mean"].tolist()
-        cells.append(" / ".join(f"{v:.2f}" for v in curve) + f" (null {verdict.loc[method, 'null_similarity']:.2f})")
+        cells.append(" / ".join(f"{v:.2f}" for v in curve) + f" (null {null[method]:.2f}, {verdict[method]})")
     return f"| {job} | " + " | ".join(cells) + " |"
 
 
