@@ -3,7 +3,8 @@
     python scripts/paper_table.py results/reproduce/paper_mnist/latest
 
 For each job (model x test): every method's value of the verdict's metric after randomization (spearman_abs for
-the paper's tests; eMPRT's entropy_rise), its null, the verdict, the models' accuracies and how long the job took
+the paper's tests; eMPRT's entropy_rise; with verdict.metric=all the deciding metric, named in the cell when it
+is another), its null, the verdict, the models' accuracies and how long the job took
 (from manifest.json), as Markdown.
 Nothing here computes a number: it only reads what the run wrote.
 """
@@ -30,7 +31,8 @@ def job_rows(job_dir: Path) -> dict:
             continue
         row = verdict.loc[method]
         label = {"reference": "ref", "INCONCLUSIVE": "INC"}.get(row["verdict"], row["verdict"])
-        cells[method] = f"{row['similarity']:.2f} / {row['null_similarity']:.2f} {label}"
+        deciding = f" ({row['metric']})" if row["metric"] != verdict["metric"].iloc[0] else ""
+        cells[method] = f"{row['similarity']:.2f} / {row['null_similarity']:.2f} {label}{deciding}"
     config = manifest["config"]
     test = config["test"]["name"] + (" bottom_up" if config["test"].get("order") == "bottom_up"
                                      and config["test"]["name"] == "cascading" else "")
